@@ -1,0 +1,3 @@
+from fedrec_app.cli import main
+
+raise SystemExit(main())

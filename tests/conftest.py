@@ -1,0 +1,38 @@
+"""Shared fixtures: a fixed-seed rng, the real MovieLens 100k copy (when present)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FEDREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed generator, so every test sees the same 'random' data."""
+    return np.random.default_rng(20261127)
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The internal MovieLens 100k copy (never committed); skip when this machine lacks it."""
+    path = SHARED_DATA / "ml-100k"
+    if not (path / "u.data").is_file():
+        pytest.skip(f"MovieLens 100k copy not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ml100k_zip() -> Path:
+    path = SHARED_DATA / "ml-100k.zip"
+    if not path.is_file():
+        pytest.skip(f"MovieLens 100k archive not found at {path}")
+    return path
