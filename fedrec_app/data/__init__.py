@@ -1,0 +1,1 @@
+"""MovieLens data: download, readers, catalogue, partitions. Knows nothing of Flower or Keras."""

@@ -1,0 +1,130 @@
+"""The movie catalogue: ids, titles, years and genres, as shown to users and used for item rows.
+
+Pure Python + numpy (no pandas) so the gateway can read it quickly. Row ``i`` of every item array
+belongs to movie ``movie_ids[i]``; ids are sorted ascending.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from fedrec_app.errors import FedrecError
+
+GENRES: tuple[str, ...] = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+HEADER = ("movie_id", "title", "year", "genres")
+
+
+@dataclass(frozen=True, eq=False)
+class Catalogue:
+    movie_ids: np.ndarray
+    titles: tuple[str, ...]
+    years: tuple[int | None, ...]
+    genres: tuple[tuple[str, ...], ...]
+    _index: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.movie_ids, dtype=np.int64)
+        if not (len(ids) == len(self.titles) == len(self.years) == len(self.genres)):
+            raise ValueError("catalogue columns differ in length")
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError("catalogue movie_ids must be unique and sorted ascending")
+        object.__setattr__(self, "movie_ids", ids)
+        object.__setattr__(self, "_index", {int(m): i for i, m in enumerate(ids)})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Catalogue) and self.fingerprint == other.fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __len__(self) -> int:
+        return len(self.movie_ids)
+
+    def index_of(self, movie_id: int) -> int:
+        """Row of ``movie_id``; KeyError if the catalogue does not hold it."""
+        return self._index[int(movie_id)]
+
+    def __contains__(self, movie_id: object) -> bool:
+        return isinstance(movie_id, int | np.integer) and int(movie_id) in self._index
+
+    def to_csv_bytes(self) -> bytes:
+        """The canonical items.csv bytes (UTF-8, LF line ends)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(HEADER)
+        for movie_id, title, year, genres in zip(
+            self.movie_ids, self.titles, self.years, self.genres, strict=True
+        ):
+            writer.writerow((int(movie_id), title, "" if year is None else year, "|".join(genres)))
+        return buffer.getvalue().encode("utf-8")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the canonical items.csv bytes: identifies the item rows."""
+        return "sha256:" + hashlib.sha256(self.to_csv_bytes()).hexdigest()
+
+
+def write_catalogue_csv(catalogue: Catalogue, path: Path) -> None:
+    """Write items.csv atomically (temp file in the same folder, then rename)."""
+    atomic_write_bytes(Path(path), catalogue.to_csv_bytes())
+
+
+def read_catalogue_csv(path: Path) -> Catalogue:
+    """Read an items.csv written by :func:`write_catalogue_csv`; FedrecError names file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FedrecError(f"{path}: cannot read catalogue: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise FedrecError(f"{path}: catalogue is not UTF-8 ({exc.reason})") from exc
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if header is None or tuple(header) != HEADER:
+        raise FedrecError(f"{path}: line 1: expected header {','.join(HEADER)}, got {header}")
+    ids: list[int] = []
+    titles: list[str] = []
+    years: list[int | None] = []
+    genres: list[tuple[str, ...]] = []
+    for line_no, row in enumerate(rows, start=2):
+        if len(row) != len(HEADER):
+            raise FedrecError(f"{path}: line {line_no}: expected 4 fields, got {len(row)}")
+        try:
+            ids.append(int(row[0]))
+            years.append(int(row[2]) if row[2] else None)
+        except ValueError as exc:
+            raise FedrecError(f"{path}: line {line_no}: {exc}") from exc
+        titles.append(row[1])
+        genres.append(tuple(g for g in row[3].split("|") if g))
+    try:
+        return Catalogue(np.asarray(ids), tuple(titles), tuple(years), tuple(genres))
+    except ValueError as exc:
+        raise FedrecError(f"{path}: {exc}") from exc
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
