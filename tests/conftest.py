@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import make_synthetic_movielens
 
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -36,3 +37,9 @@ def ml100k_zip() -> Path:
     if not path.is_file():
         pytest.skip(f"MovieLens 100k archive not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_ml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic MovieLens-100k-format folder (``…/ml-100k``); see tests/synthetic.py."""
+    return make_synthetic_movielens(tmp_path_factory.mktemp("synthetic") / "ml-100k", seed=7)
