@@ -1,0 +1,79 @@
+"""`fedrec data download` and `fedrec partition`: get MovieLens 100k, split it into partitions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="get the MovieLens 100k data set")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    download = data_sub.add_parser(
+        "download",
+        help="fetch ml-100k.zip (or take --zip), verify its md5, extract into DEST/ml-100k",
+    )
+    download.add_argument("--dest", type=Path, default=Path("data"), help="default: ./data")
+    download.add_argument("--url", help="default: the GroupLens ml-100k.zip")
+    download.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
+    download.add_argument("--zip", type=Path, help="use this local archive instead of the URL")
+    download.set_defaults(func=_download)
+
+    part = subparsers.add_parser(
+        "partition", help="split a MovieLens split into user-disjoint partitions"
+    )
+    part.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
+    part.add_argument("--num-partitions", type=int, required=True, metavar="K")
+    part.add_argument("--scheme", default="random", help="random | activity | genre")
+    part.add_argument("--alpha", type=float, help="Dirichlet concentration for --scheme genre")
+    part.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
+    part.add_argument("--seed", type=int, default=0)
+    part.add_argument(
+        "--val-fraction", type=float, help="share of each user's training ratings for validation"
+    )
+    part.add_argument("--out", type=Path, required=True, help="e.g. partitions/u1-5")
+    part.set_defaults(func=_partition)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from fedrec_app.data.movielens import download
+
+    options = {"url": args.url, "md5": args.md5}
+    result = download(
+        args.dest, zip_path=args.zip, **{k: v for k, v in options.items() if v is not None}
+    )
+    c = result.counts
+    state = "already present and valid, nothing done" if result.already_present else "ready"
+    print(f"{result.folder}: {state} ({c.users} users, {c.items} items, {c.ratings} ratings)")
+    return 0
+
+
+def _partition(args: argparse.Namespace) -> int:
+    from fedrec_app.data.partition import make_partitions
+
+    val = {} if args.val_fraction is None else {"val_fraction": args.val_fraction}
+    result = make_partitions(
+        args.data,
+        args.out,
+        args.num_partitions,
+        scheme=args.scheme,
+        alpha=args.alpha,
+        split=args.split,
+        seed=args.seed,
+        **val,
+    )
+    m = result.manifest
+    if result.already_present:
+        print(f"{result.out}: this partition set is already there and verifies; nothing done")
+        return 0
+    print(
+        f"{result.out}: {m['num_partitions']} partitions of split {m['split']} "
+        f"(scheme {m['scheme']}, seed {m['seed']})"
+    )
+    for entry in m["partitions"]:
+        rows = {name: f["rows"] for name, f in entry["files"].items()}
+        print(
+            f"  {entry['path']}: {entry['users']} users ({entry['test_users']} with test), "
+            f"train {rows['train.csv']}, val {rows['val.csv']}, test {rows['test.csv']}"
+        )
+    return 0

@@ -1,0 +1,458 @@
+"""Split a MovieLens split into user-disjoint partitions (one per SuperNode), and load one back.
+
+On disk (``partitions/NAME``): ``manifest.yaml``, ``items.csv`` (the catalogue) and
+``partition-<k>/{train,val,test}.csv`` with header ``user_id,movie_id,rating,timestamp``, rows in
+(user, movie, timestamp) order. ``val.csv`` is a per-user random slice of the training ratings,
+for model selection; the union of train and val over all partitions is the source training split
+and the union of test is the source test split, exactly.
+
+Schemes (how users are assigned; every scheme then makes sure each partition has test users):
+
+- ``random``: users shuffled with the seed and dealt round-robin (users with test ratings first),
+  so partitions are near-equal and every one gets test users;
+- ``activity``: users ranked by their number of training ratings and cut into K equal-sized bands,
+  so partition k holds the k-th lightest band and rating counts differ strongly between partitions;
+- ``genre``: each user's dominant genre (most-rated, weighted by 1/number of the movie's genres);
+  the users of each genre are spread over the partitions with Dirichlet(``alpha``) proportions
+  (small alpha: each partition is dominated by a few genres).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
+from fedrec_app.data.movielens import (
+    HOLDOUT,
+    HOLDOUT_FRACTION,
+    HOLDOUT_SEED,
+    RATING_COLUMNS,
+    SPLITS,
+    per_user_sample,
+    ratings_frame,
+    read_items,
+    read_split,
+    resolve_data_dir,
+    sort_ratings,
+    verify_movielens_folder,
+)
+from fedrec_app.errors import FedrecError
+
+log = logging.getLogger(__name__)
+
+SCHEMES: tuple[str, ...] = ("random", "activity", "genre")
+DEFAULT_ALPHA = 0.5
+DEFAULT_VAL_FRACTION = 0.1
+FORMAT_VERSION = 1
+MANIFEST = "manifest.yaml"
+ITEMS = "items.csv"
+PART_FILES: tuple[str, ...] = ("train.csv", "val.csv", "test.csv")
+# Manifest keys that define a partition set: equal keys (and sources) mean the same set.
+_PARAMETER_KEYS = (
+    "format_version", "scheme", "alpha", "seed", "split", "num_partitions", "val_fraction",
+    "holdout", "source",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Partition:
+    index: int
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    catalogue: Catalogue
+    set_dir: Path
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    out: Path
+    already_present: bool
+    manifest: dict[str, Any]
+
+
+def partition_dir_name(index: int) -> str:
+    return f"partition-{index}"
+
+
+# ----------------------------------------------------------------------------- make
+
+
+def make_partitions(
+    data_dir: Path,
+    out: Path,
+    num_partitions: int,
+    *,
+    scheme: str = "random",
+    alpha: float | None = None,
+    split: str = "u1",
+    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+) -> PartitionResult:
+    """Write a partition set to ``out`` (temp folder, then rename); same inputs, same bytes.
+
+    An ``out`` already holding this very set is verified and left alone; one holding anything
+    else is refused.
+    """
+    if scheme not in SCHEMES:
+        raise FedrecError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if alpha is not None and scheme != "genre":
+        raise FedrecError("--alpha applies only to --scheme genre")
+    if scheme == "genre":
+        alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+        if not alpha > 0:
+            raise FedrecError(f"alpha must be > 0, got {alpha}")
+    if split not in (*SPLITS, HOLDOUT):
+        raise FedrecError(f"unknown split {split!r}; choose one of {', '.join((*SPLITS, HOLDOUT))}")
+    if num_partitions < 1:
+        raise FedrecError(f"number of partitions must be >= 1, got {num_partitions}")
+    if not 0.0 <= val_fraction <= 0.5:
+        raise FedrecError(f"validation fraction must lie in 0..0.5, got {val_fraction}")
+
+    data_dir = resolve_data_dir(data_dir)
+    verify_movielens_folder(data_dir)
+    sources = [f"{split}.base", f"{split}.test"] if split != HOLDOUT else ["u.data"]
+    params: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "scheme": scheme,
+        "alpha": alpha,
+        "seed": int(seed),
+        "split": split,
+        "num_partitions": int(num_partitions),
+        "val_fraction": float(val_fraction),
+        "holdout": (
+            {"seed": HOLDOUT_SEED, "fraction": HOLDOUT_FRACTION} if split == HOLDOUT else None
+        ),
+        "source": {name: _sha256_file(data_dir / name) for name in [*sources, "u.item", "u.genre"]},
+    }
+    out = Path(out)
+    existing = _existing_set(out, params)
+    if existing is not None:
+        return PartitionResult(out, True, existing)
+
+    catalogue = read_items(data_dir)
+    train, test = read_split(data_dir, split)
+    _check_known_movies(train, catalogue, data_dir / sources[0])
+    _check_known_movies(test, catalogue, data_dir / sources[-1])
+    train, test = sort_ratings(train), sort_ratings(test)
+
+    users = np.union1d(train["user_id"].to_numpy(), test["user_id"].to_numpy())
+    test_users = np.unique(test["user_id"].to_numpy())
+    if num_partitions > len(users):
+        raise FedrecError(
+            f"{num_partitions} partitions but split {split} has only {len(users)} users"
+        )
+    if num_partitions > len(test_users):
+        raise FedrecError(
+            f"{num_partitions} partitions but only {len(test_users)} users of split {split} "
+            "have test ratings; every partition needs some"
+        )
+    assign_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    has_test = np.isin(users, test_users)
+    if scheme == "random":
+        part = _assign_random(has_test, num_partitions, assign_rng)
+    elif scheme == "activity":
+        part = _assign_activity(users, train, num_partitions, assign_rng)
+    else:
+        part = _assign_genre(users, train, catalogue, num_partitions, alpha, assign_rng)
+    part = _ensure_test_users(part, has_test, num_partitions)
+
+    in_val = per_user_sample(train["user_id"].to_numpy(), val_fraction, val_rng)
+    frames = {"train.csv": train[~in_val], "val.csv": train[in_val], "test.csv": test}
+    user_part = pd.Series(part, index=users)
+    manifest = _write_set(out, params, catalogue, frames, user_part, num_partitions)
+    log.info("wrote %d partitions to %s", num_partitions, out)
+    return PartitionResult(out, False, manifest)
+
+
+def _check_known_movies(frame: pd.DataFrame, catalogue: Catalogue, path: Path) -> None:
+    movie_ids = frame["movie_id"].to_numpy()
+    unknown = np.setdiff1d(movie_ids, catalogue.movie_ids)
+    if len(unknown):
+        raise FedrecError(f"{path}: movie_id {unknown[0]} is not in u.item")
+
+
+def _assign_random(has_test: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Deal shuffled users round-robin, users with test ratings first."""
+    order = np.concatenate(
+        [rng.permutation(np.flatnonzero(has_test)), rng.permutation(np.flatnonzero(~has_test))]
+    )
+    part = np.empty(len(has_test), dtype=np.int64)
+    part[order] = np.arange(len(order)) % k
+    return part
+
+
+def _assign_activity(
+    users: np.ndarray, train: pd.DataFrame, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Cut users ranked by training-rating count (random tie-break) into k equal bands."""
+    counts = train["user_id"].value_counts().reindex(users, fill_value=0).to_numpy()
+    order = np.lexsort((rng.random(len(users)), counts))
+    part = np.empty(len(users), dtype=np.int64)
+    for band, members in enumerate(np.array_split(order, k)):
+        part[members] = band
+    return part
+
+
+def _assign_genre(
+    users: np.ndarray,
+    train: pd.DataFrame,
+    catalogue: Catalogue,
+    k: int,
+    alpha: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Spread the users of each dominant genre over partitions in Dirichlet(alpha) proportions."""
+    flags = np.array(
+        [[g in movie_genres for g in GENRES] for movie_genres in catalogue.genres], dtype=float
+    )
+    weights = flags / np.maximum(flags.sum(axis=1, keepdims=True), 1.0)
+    rows = np.searchsorted(catalogue.movie_ids, train["movie_id"].to_numpy())
+    user_rows = np.searchsorted(users, train["user_id"].to_numpy())
+    taste = np.zeros((len(users), len(GENRES)))
+    np.add.at(taste, user_rows, weights[rows])
+    dominant = taste.argmax(axis=1)  # ties (and users without training ratings): first genre
+    part = np.empty(len(users), dtype=np.int64)
+    for genre in range(len(GENRES)):
+        members = rng.permutation(np.flatnonzero(dominant == genre))
+        shares = rng.dirichlet(np.full(k, alpha))
+        if len(members) == 0:
+            continue
+        cuts = np.rint(np.cumsum(shares)[:-1] * len(members)).astype(int)
+        for index, chunk in enumerate(np.split(members, cuts)):
+            part[chunk] = index
+    return part
+
+
+def _ensure_test_users(part: np.ndarray, has_test: np.ndarray, k: int) -> np.ndarray:
+    """Move test users (highest id first) from the richest partitions to any that has none."""
+    part = part.copy()
+    while True:
+        per_part = np.bincount(part[has_test], minlength=k)
+        empty = np.flatnonzero(per_part == 0)
+        if len(empty) == 0:
+            return part
+        donor = int(np.argmax(per_part))
+        moved = np.flatnonzero(has_test & (part == donor))[-1]
+        part[moved] = empty[0]
+
+
+def _write_set(
+    out: Path,
+    params: dict[str, Any],
+    catalogue: Catalogue,
+    frames: dict[str, pd.DataFrame],
+    user_part: pd.Series,
+    k: int,
+) -> dict[str, Any]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        items = catalogue.to_csv_bytes()
+        (staging / ITEMS).write_bytes(items)
+        entries = []
+        labels = {
+            name: user_part.loc[frame["user_id"]].to_numpy() for name, frame in frames.items()
+        }
+        for index in range(k):
+            folder = staging / partition_dir_name(index)
+            folder.mkdir()
+            files = {}
+            for name, frame in frames.items():
+                rows = frame[labels[name] == index]
+                data = _csv_bytes(rows)
+                (folder / name).write_bytes(data)
+                files[name] = {"sha256": _sha256(data), "rows": len(rows), "bytes": len(data)}
+            entries.append(
+                {
+                    "index": index,
+                    "path": partition_dir_name(index),
+                    "users": int((user_part == index).sum()),
+                    "test_users": int(
+                        frames["test.csv"]["user_id"][labels["test.csv"] == index].nunique()
+                    ),
+                    "files": files,
+                }
+            )
+        manifest = {
+            **params,
+            "catalogue": {"fingerprint": catalogue.fingerprint, "num_items": len(catalogue)},
+            "totals": {
+                "users": len(user_part),
+                **{name.removesuffix(".csv"): len(frame) for name, frame in frames.items()},
+            },
+            "files": {ITEMS: {"sha256": _sha256(items), "bytes": len(items)}},
+            "partitions": entries,
+        }
+        (staging / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+        try:
+            staging.rename(out)
+        except OSError as exc:
+            raise FedrecError(
+                f"{out}: cannot move the new partition set there ({exc.strerror or exc}); "
+                "nothing overwritten"
+            ) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    lines = [",".join(RATING_COLUMNS)]
+    lines.extend(
+        f"{u},{m},{r},{t}"
+        for u, m, r, t in zip(
+            frame["user_id"].tolist(),
+            frame["movie_id"].tolist(),
+            frame["rating"].astype(np.int64).tolist(),
+            frame["timestamp"].tolist(),
+            strict=True,
+        )
+    )
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _existing_set(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of ``out`` when it already holds this set; None when ``out`` is free."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise FedrecError(f"{out} exists and is not a folder; nothing overwritten")
+    if not (out / MANIFEST).is_file():
+        if any(out.iterdir()):
+            raise FedrecError(
+                f"{out} exists and is not a partition set (no {MANIFEST}); nothing overwritten"
+            )
+        return None
+    manifest = read_manifest(out)
+    differences = [
+        f"{key}: {manifest.get(key)!r} there, {params[key]!r} now"
+        for key in _PARAMETER_KEYS
+        if manifest.get(key) != params[key]
+    ]
+    if differences:
+        raise FedrecError(
+            f"{out} already holds a different partition set ({'; '.join(differences)}); "
+            "nothing overwritten: choose another --out or remove it"
+        )
+    try:
+        verify_partition_set(out)
+    except FedrecError as exc:
+        raise FedrecError(
+            f"{out} holds this partition set but it fails verification ({exc}); remove it to "
+            "rebuild"
+        ) from exc
+    return manifest
+
+
+# ----------------------------------------------------------------------------- load and verify
+
+
+def read_manifest(set_dir: Path) -> dict[str, Any]:
+    """The parsed ``manifest.yaml`` of a partition set (FedrecError if missing or malformed)."""
+    path = Path(set_dir) / MANIFEST
+    try:
+        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FedrecError(f"{path}: cannot read partition manifest: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FedrecError(f"{path}: malformed partition manifest ({exc})") from exc
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format_version") != FORMAT_VERSION
+        or not isinstance(manifest.get("partitions"), list)
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise FedrecError(f"{path}: not a format-{FORMAT_VERSION} partition manifest")
+    return manifest
+
+
+def verify_partition_set(set_dir: Path) -> dict[str, Any]:
+    """Check every file of a partition set against its manifest; return the manifest."""
+    set_dir = Path(set_dir)
+    manifest = read_manifest(set_dir)
+    _verify_files(set_dir, manifest["files"])
+    for entry in manifest["partitions"]:
+        _verify_files(set_dir / entry["path"], entry["files"])
+    return manifest
+
+
+def _verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    for name, record in files.items():
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FedrecError(f"{path}: missing (listed in the partition manifest)") from None
+        except OSError as exc:
+            raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        if len(data) != record["bytes"]:
+            raise FedrecError(
+                f"{path}: {len(data)} bytes, the manifest says {record['bytes']} "
+                "(truncated or altered)"
+            )
+        if _sha256(data) != record["sha256"]:
+            raise FedrecError(f"{path}: sha256 differs from the manifest (altered)")
+
+
+def load_partition(path: Path) -> Partition:
+    """Load ONE partition (``…/NAME/partition-<k>``) after checking its files and items.csv
+    against ``../manifest.yaml``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FedrecError(f"partition folder {path} not found")
+    set_dir = path.resolve().parent
+    manifest = read_manifest(set_dir)
+    entry = next((e for e in manifest["partitions"] if e.get("path") == path.resolve().name), None)
+    if entry is None:
+        raise FedrecError(f"{path}: not listed in {set_dir / MANIFEST}")
+    _verify_files(set_dir, manifest["files"])
+    _verify_files(path, entry["files"])
+    catalogue = read_catalogue_csv(set_dir / ITEMS)
+    frames = {name: _read_csv(path / name) for name in PART_FILES}
+    return Partition(
+        index=int(entry["index"]),
+        train=frames["train.csv"],
+        val=frames["val.csv"],
+        test=frames["test.csv"],
+        catalogue=catalogue,
+        set_dir=set_dir,
+    )
+
+
+def load_partition_set_member(set_dir: Path, index: int) -> Partition:
+    """Partition ``index`` of the set in ``set_dir`` (for simulation, where nodes are numbered)."""
+    manifest = read_manifest(set_dir)
+    count = len(manifest["partitions"])
+    if not 0 <= index < count:
+        raise FedrecError(f"{set_dir}: partition {index} out of range (the set has {count})")
+    return load_partition(Path(set_dir) / partition_dir_name(index))
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype="int64")
+    if tuple(frame.columns) != RATING_COLUMNS:
+        raise FedrecError(f"{path}: expected header {','.join(RATING_COLUMNS)}")
+    return ratings_frame(frame["user_id"], frame["movie_id"], frame["rating"], frame["timestamp"])
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    try:
+        return _sha256(path.read_bytes())
+    except OSError as exc:
+        raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
