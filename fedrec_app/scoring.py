@@ -71,3 +71,18 @@ def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.n
     chosen = candidates[part]
     order = np.lexsort((chosen, -scores[chosen]))
     return chosen[order].astype(np.int64)
+
+
+def predict_pairs(
+    arrays: Mapping[str, np.ndarray], user_rows: np.ndarray, item_rows: np.ndarray
+) -> np.ndarray:
+    """Predicted ratings (1-5) of many (user row, item row) pairs at once (needs user arrays)."""
+    raw = (
+        float(arrays["global_bias"])
+        + arrays["user_bias"][user_rows]
+        + arrays["item_bias"][item_rows]
+        + np.einsum(
+            "ij,ij->i", arrays["user_embedding"][user_rows], arrays["item_embedding"][item_rows]
+        )
+    )
+    return np.clip(raw, RATING_MIN, RATING_MAX)

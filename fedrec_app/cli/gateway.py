@@ -1,0 +1,76 @@
+"""`fedrec gateway`: serve recommendations from a checkpoint over HTTP(S)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedrec_app.errors import FedrecError
+
+DEFAULT_CERT, DEFAULT_KEY = Path("certs/server.pem"), Path("certs/server.key")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gateway",
+        help="serve recommendations from a checkpoint (FastAPI, numpy; no TensorFlow)",
+        description="Serve GET/POST /recommend, /predict, /movies, /healthz, /readyz, /metrics "
+        "and a web page at / from one checkpoint folder.",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True,
+        help="a checkpoint folder (final/, latest, round-NNNN) or a run folder (serves its "
+        "final/, else latest/)",
+    )  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with --cert/--key")
+    parser.add_argument("--cert", type=Path, default=DEFAULT_CERT,
+                        help="certificate (PEM) from `fedrec certs` (default %(default)s)")
+    parser.add_argument("--key", type=Path, default=DEFAULT_KEY,
+                        help="its private key (default %(default)s)")
+    parser.add_argument("--api-key-file", type=Path,
+                        help="file with one API key per line; requests then need "
+                        "'Authorization: Bearer <key>' (/healthz and the page stay open)")
+    parser.add_argument("--watch", action="store_true",
+                        help="reload when the served folder changes (e.g. latest/ or final/)")
+    parser.add_argument("--watch-interval", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--min-rating", type=float, default=2.0,
+                        help="recommend only items predicted at least this (default %(default)s)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow this origin by CORS (repeatable; default: CORS off)")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                        help="largest request body accepted (default %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fedrec_app.gateway.main import serve
+    from fedrec_app.gateway.security import load_api_keys
+    from fedrec_app.gateway.settings import GatewaySettings
+
+    if args.tls:
+        for flag, path in (("--cert", args.cert), ("--key", args.key)):
+            if not path.is_file():
+                raise FedrecError(f"{flag} {path}: no such file (make one with `fedrec certs`)")
+    if not 1 <= args.min_rating <= 5:
+        raise FedrecError(f"--min-rating {args.min_rating}: must be within 1-5")
+    if args.watch_interval <= 0:
+        raise FedrecError(f"--watch-interval {args.watch_interval}: must be positive")
+    settings = GatewaySettings(
+        checkpoint=args.checkpoint,
+        min_rating=args.min_rating,
+        api_keys=load_api_keys(args.api_key_file) if args.api_key_file else frozenset(),
+        cors_origins=tuple(args.cors_origin),
+        max_body_bytes=args.max_body_bytes,
+        watch=args.watch,
+        watch_interval=args.watch_interval,
+    )
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        certfile=args.cert if args.tls else None,
+        keyfile=args.key if args.tls else None,
+    )
+    return 0

@@ -1,0 +1,5 @@
+"""FastAPI gateway: serves recommendations from one verified checkpoint with numpy only.
+
+Never imports TensorFlow, Keras, Flower or pandas: it reads ``weights.npz`` + ``manifest.json``
+through ``fedrec_app.checkpoint`` and scores with ``fedrec_app.scoring``.
+"""

@@ -1,0 +1,23 @@
+"""Dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from fedrec_app.gateway.recommender import Recommender
+from fedrec_app.gateway.settings import GatewaySettings
+
+
+async def get_recommender(request: Request) -> Recommender:
+    """The model being served now (one read: a reload never changes it mid-request)."""
+    return request.app.state.store.current
+
+
+async def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]

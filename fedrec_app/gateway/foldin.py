@@ -1,0 +1,94 @@
+"""Fold-in: user vectors for someone the checkpoint has never seen, from a list of ratings.
+
+Both solvers minimise the training objective of ``fedrec_app.model`` for one user with the item
+rows held fixed, so a folded-in user is what training would have made of that user:
+
+- rating head: ridge regression of ``rating - global_bias - item_bias`` on ``[item_embedding, 1]``
+  (vector + user bias), L2 ``prior + P * l2_rating`` for P ratings;
+- ranking head: L2-regularised logistic regression (Newton/IRLS) with the rated items as positives
+  and every unrated item as a negative, the negatives weighted so that they count as
+  ``negatives`` sampled negatives per positive (as in training); offset ``item_rank_bias``,
+  L2 ``prior + P * (1 + negatives) * l2_ranking``.
+
+The ``prior`` term keeps a user with very few ratings close to the average user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FoldInParams:
+    """Regularisation of the fold-in (read from the checkpoint's hyperparameters when present)."""
+
+    l2_rating: float = 0.1
+    l2_ranking: float = 0.01
+    negatives: int = 4
+    prior: float = 1.0
+    max_iterations: int = 30
+    tolerance: float = 1e-6
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: Mapping[str, object] | None) -> FoldInParams:
+        """Read ``l2_rating``, ``l2_ranking``, ``negatives`` (or kebab-case keys) if present."""
+        hyper = hyper or {}
+        values: dict[str, float | int] = {}
+        for field, keys, kind in (
+            ("l2_rating", ("l2_rating", "l2-rating"), float),
+            ("l2_ranking", ("l2_ranking", "l2-ranking"), float),
+            ("negatives", ("negatives", "num_negatives", "num-negatives"), int),
+        ):
+            for key in keys:
+                value = hyper.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                    values[field] = kind(value)
+                    break
+        return cls(**values)
+
+
+def fold_in_rating(
+    arrays: Mapping[str, np.ndarray], rows: np.ndarray, ratings: np.ndarray, params: FoldInParams
+) -> tuple[np.ndarray, float]:
+    """Rating-head user vector and bias that best explain ``ratings`` of the items ``rows``."""
+    q = np.asarray(arrays["item_embedding"], dtype=np.float64)[rows]
+    x = np.hstack([q, np.ones((len(rows), 1))])
+    target = (
+        np.asarray(ratings, dtype=np.float64)
+        - float(arrays["global_bias"])
+        - np.asarray(arrays["item_bias"], dtype=np.float64)[rows]
+    )
+    l2 = params.prior + len(rows) * params.l2_rating
+    solution = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ target)
+    return solution[:-1].astype(np.float32), float(solution[-1])
+
+
+def fold_in_ranking(
+    arrays: Mapping[str, np.ndarray], rows: np.ndarray, params: FoldInParams
+) -> np.ndarray:
+    """Ranking-head user vector from which items were rated (positives) and which were not."""
+    y_items = np.asarray(arrays["item_rank_embedding"], dtype=np.float64)
+    offset = np.asarray(arrays["item_rank_bias"], dtype=np.float64)
+    num_items, dim = y_items.shape
+    positives = np.zeros(num_items, dtype=bool)
+    positives[rows] = True
+    num_pos = int(positives.sum())
+    num_neg = num_items - num_pos
+    weights = np.ones(num_items)
+    if num_neg:
+        weights[~positives] = min(1.0, params.negatives * num_pos / num_neg)
+    target = positives.astype(np.float64)
+    l2 = params.prior + num_pos * (1 + params.negatives) * params.l2_ranking
+    vector = np.zeros(dim)
+    for _ in range(params.max_iterations):
+        prob = 1.0 / (1.0 + np.exp(-(y_items @ vector + offset)))
+        gradient = y_items.T @ (weights * (target - prob)) - l2 * vector
+        hessian = (y_items * (weights * prob * (1.0 - prob))[:, None]).T @ y_items
+        step = np.linalg.solve(hessian + l2 * np.eye(dim), gradient)
+        vector += step
+        if np.max(np.abs(step)) < params.tolerance:
+            break
+    return vector.astype(np.float32)

@@ -1,0 +1,128 @@
+"""Builds the FastAPI app (``create_app``) and serves it with uvicorn (``serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from fedrec_app.gateway import handlers
+from fedrec_app.gateway.metrics import GatewayMetrics
+from fedrec_app.gateway.middleware import RequestMiddleware
+from fedrec_app.gateway.routes import movies, ops, predict, recommend
+from fedrec_app.gateway.security import require_api_key
+from fedrec_app.gateway.settings import GatewaySettings
+from fedrec_app.gateway.store import ModelStore, watch
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """SIGHUP forces a reload; ``--watch`` polls the served folder for a new checkpoint."""
+    store: ModelStore = app.state.store
+    settings: GatewaySettings = app.state.settings
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Future] = set()
+
+    def on_sighup() -> None:
+        log.info("SIGHUP: reloading the checkpoint")
+        task = asyncio.ensure_future(asyncio.to_thread(store.reload, True))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        hup = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        hup = False
+    if settings.watch:
+        tasks.add(asyncio.ensure_future(watch(store, settings.watch_interval)))
+        log.info("watching %s every %.1fs", store.source, settings.watch_interval)
+    try:
+        yield
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+
+def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> FastAPI:
+    """The gateway app; loads (and verifies) the checkpoint now unless ``store`` is given."""
+    store = store or ModelStore(settings.checkpoint)
+    app = FastAPI(
+        title="fedrec gateway",
+        summary="Movie recommendations from a federated model, served with numpy",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = GatewayMetrics(store)
+    handlers.install(app)
+    protected = [Depends(require_api_key)]
+    app.include_router(ops.open_router)
+    for module in (recommend, predict, movies, ops):
+        app.include_router(module.router, dependencies=protected)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(
+        RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+    )
+    return app
+
+
+def serve(
+    settings: GatewaySettings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> None:
+    """Run one uvicorn worker (HTTPS when ``certfile``/``keyfile`` are given) until stopped."""
+    import uvicorn
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        access_log=False,  # RequestMiddleware logs one line per request, with latency
+        log_config=None,
+        server_header=False,
+        limit_concurrency=2048,
+        timeout_keep_alive=30,
+    )
+    scheme = "https" if certfile else "http"
+    log.info(
+        "gateway on %s://%s:%d (API keys %s)",
+        scheme,
+        host,
+        port,
+        "on" if settings.api_keys else "off",
+    )
+    uvicorn.Server(config).run()

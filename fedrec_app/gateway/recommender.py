@@ -1,0 +1,174 @@
+"""The serving model: one verified checkpoint, precomputed for fast requests (numpy only).
+
+A recommendation is a few small steps: candidates (genre, exclusions) → scores (one
+matrix-vector product per head) → threshold (predicted rating >= min) → top-N (partial sort) →
+items (precomputed titles, years, genres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrec_app import scoring
+from fedrec_app.checkpoint import Checkpoint, read_checkpoint
+from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
+
+
+class UnknownIdsError(LookupError):
+    """Some user or movie ids are not in the checkpoint; ``kind`` is "user" or "movie"."""
+
+    def __init__(self, kind: str, ids: Sequence[int]) -> None:
+        self.kind, self.ids = kind, list(ids)
+        shown = ", ".join(str(i) for i in self.ids[:20]) + (" …" if len(self.ids) > 20 else "")
+        super().__init__(f"unknown {kind} id{'s' if len(self.ids) > 1 else ''}: {shown}")
+
+
+@dataclass(frozen=True)
+class UserVectors:
+    """One user's side of both heads."""
+
+    vector: np.ndarray
+    bias: float
+    rank_vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scored:
+    row: int
+    score: float
+    rating: float
+
+
+class Recommender:
+    """Immutable serving state built from one checkpoint; safe to share between requests."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self.manifest = checkpoint.manifest
+        self.catalogue = checkpoint.catalogue
+        arrays = checkpoint.arrays
+        names = (*scoring.ITEM_ARRAYS, *scoring.GLOBAL_ARRAYS)
+        if checkpoint.has_user_factors:
+            names += scoring.USER_ARRAYS
+        self.arrays: dict[str, np.ndarray] = {
+            name: np.array(arrays[name], dtype=np.float32, order="C") for name in names
+        }
+        self.num_items = len(self.catalogue)
+        if checkpoint.has_user_factors:
+            self.user_ids = np.asarray(arrays["user_ids"], dtype=np.int64)
+            self._user_rows = {int(u): r for r, u in enumerate(self.user_ids)}
+        else:
+            self.user_ids = np.empty(0, dtype=np.int64)
+            self._user_rows = {}
+        cat = self.catalogue
+        self.items: tuple[dict[str, Any], ...] = tuple(
+            {"movie_id": int(m), "movie_title": t, "year": y, "genres": list(g)}
+            for m, t, y, g in zip(cat.movie_ids, cat.titles, cat.years, cat.genres, strict=True)
+        )
+        self._genre_masks = {
+            genre: np.array([genre in g for g in cat.genres], dtype=bool)
+            for genre in sorted({g for gs in cat.genres for g in gs})
+        }
+        self._search_titles = tuple(t.casefold() for t in cat.titles)
+        self.fold_in_params = FoldInParams.from_hyperparameters(
+            {
+                **(self.manifest.get("run_config") or {}),
+                **((self.manifest.get("model") or {}).get("hyperparameters") or {}),
+            }
+        )
+
+    @classmethod
+    def load(cls, folder: Path) -> Recommender:
+        """Verify (sha256, catalogue fingerprint) and load a checkpoint folder."""
+        return cls(read_checkpoint(folder))
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def has_user_factors(self) -> bool:
+        return bool(self._user_rows)
+
+    @property
+    def genres(self) -> tuple[str, ...]:
+        return tuple(self._genre_masks)
+
+    def user(self, user_id: int) -> UserVectors:
+        """The stored vectors of ``user_id``; UnknownIdsError if the checkpoint lacks them."""
+        row = self._user_rows.get(user_id)
+        if row is None:
+            raise UnknownIdsError("user", [user_id])
+        arrays = self.arrays
+        return UserVectors(
+            arrays["user_embedding"][row],
+            float(arrays["user_bias"][row]),
+            arrays["user_rank_embedding"][row],
+        )
+
+    def item_rows(self, movie_ids: Iterable[int]) -> np.ndarray:
+        """Rows of ``movie_ids`` in order; UnknownIdsError names every unknown id."""
+        ids = list(movie_ids)
+        cat = self.catalogue
+        unknown = [m for m in ids if m not in cat]
+        if unknown:
+            raise UnknownIdsError("movie", sorted(set(unknown)))
+        return np.fromiter((cat.index_of(m) for m in ids), dtype=np.int64, count=len(ids))
+
+    def search(self, query: str = "", genre: str | None = None, limit: int = 20) -> list[int]:
+        """Rows whose title contains ``query`` (case-insensitive) and that have ``genre``."""
+        needle = query.casefold().strip()
+        mask = self._genre_masks.get(genre) if genre else None
+        rows: list[int] = []
+        for row, title in enumerate(self._search_titles):
+            if (mask is None or mask[row]) and needle in title:
+                rows.append(row)
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    # ------------------------------------------------------------------ serving steps
+    def candidates(self, genre: str | None = None, exclude_rows: Iterable[int] = ()) -> np.ndarray:
+        """Boolean mask of the items that may be recommended."""
+        if genre:
+            mask = self._genre_masks.get(genre)
+            mask = np.zeros(self.num_items, bool) if mask is None else mask.copy()
+        else:
+            mask = np.ones(self.num_items, dtype=bool)
+        mask[np.fromiter(exclude_rows, dtype=np.int64)] = False
+        return mask
+
+    def recommend(
+        self,
+        user: UserVectors,
+        n: int,
+        min_rating: float,
+        candidates: np.ndarray | None = None,
+    ) -> list[Scored]:
+        """The ``n`` best candidates by ranking score with predicted rating >= ``min_rating``."""
+        scores = scoring.ranking_scores(self.arrays, user.rank_vector)
+        ratings = scoring.predict_ratings(self.arrays, user.vector, user.bias)
+        allowed = ratings >= min_rating
+        if candidates is not None:
+            allowed &= candidates
+        rows = scoring.top_n(scores, n, exclude=~allowed)
+        return [Scored(int(r), float(scores[r]), float(ratings[r])) for r in rows]
+
+    def fold_in(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> UserVectors:
+        """Vectors for a new user who gave ``ratings`` to ``movie_ids`` (see ``foldin``)."""
+        rows = self.item_rows(movie_ids)
+        vector, bias = fold_in_rating(
+            self.arrays, rows, np.asarray(ratings, dtype=np.float64), self.fold_in_params
+        )
+        return UserVectors(vector, bias, fold_in_ranking(self.arrays, rows, self.fold_in_params))
+
+    def predict(self, user_ids: Sequence[int], movie_ids: Sequence[int]) -> np.ndarray:
+        """Predicted ratings (1-5, unrounded) of the (user, movie) pairs, in order."""
+        unknown_users = sorted({u for u in user_ids if u not in self._user_rows})
+        if unknown_users:
+            raise UnknownIdsError("user", unknown_users)
+        items = self.item_rows(movie_ids)
+        users = np.fromiter((self._user_rows[u] for u in user_ids), np.int64, len(user_ids))
+        return scoring.predict_pairs(self.arrays, users, items)

@@ -1,0 +1,78 @@
+"""GET /recommend (a known user) and POST /recommend (a new user's ratings, folded in)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from fedrec_app.gateway.deps import RecommenderDep, SettingsDep
+from fedrec_app.gateway.recommender import Recommender, Scored
+from fedrec_app.gateway.schemas import (
+    N_DEFAULT,
+    N_MAX,
+    FoldInRecommendations,
+    FoldInRequest,
+    Recommendation,
+    UserRecommendations,
+)
+
+router = APIRouter(tags=["recommend"])
+
+
+@router.get("/recommend", response_model=UserRecommendations)
+async def recommend_for_user(
+    recommender: RecommenderDep,
+    settings: SettingsDep,
+    user_id: Annotated[int, Query(description="A user the checkpoint holds factors for")],
+    n: Annotated[int, Query(ge=1, le=N_MAX)] = N_DEFAULT,
+    genre: Annotated[str | None, Query(description="Only movies of this genre")] = None,
+    exclude: Annotated[list[int] | None, Query(description="Movie ids to leave out")] = None,
+) -> UserRecommendations:
+    """Top-``n`` movies for ``user_id`` by ranking score, predicted rating >= the threshold."""
+    if not recommender.has_user_factors:
+        raise HTTPException(
+            404,
+            f"unknown user id: {user_id} (this checkpoint holds no user factors; "
+            "POST /recommend with the user's ratings instead)",
+        )
+    user = recommender.user(user_id)
+    candidates = recommender.candidates(
+        _checked_genre(recommender, genre), recommender.item_rows(exclude or ())
+    )
+    scored = recommender.recommend(user, n, settings.min_rating, candidates)
+    return UserRecommendations(user_id=user_id, recommendations=_items(recommender, scored))
+
+
+@router.post("/recommend", response_model=FoldInRecommendations)
+async def recommend_from_ratings(
+    body: FoldInRequest, recommender: RecommenderDep, settings: SettingsDep
+) -> FoldInRecommendations:
+    """Top-``n`` movies for someone known only by ``ratings``; the rated movies are excluded."""
+    movie_ids = [r.movie_id for r in body.ratings]
+    duplicates = sorted({m for m in movie_ids if movie_ids.count(m) > 1})
+    if duplicates:
+        raise HTTPException(422, f"ratings: movie ids rated more than once: {duplicates}")
+    user = recommender.fold_in(movie_ids, [r.rating for r in body.ratings])
+    candidates = recommender.candidates(
+        _checked_genre(recommender, body.genre), recommender.item_rows(movie_ids)
+    )
+    scored = recommender.recommend(user, body.n, settings.min_rating, candidates)
+    return FoldInRecommendations(rated=len(movie_ids), recommendations=_items(recommender, scored))
+
+
+def _checked_genre(recommender: Recommender, genre: str | None) -> str | None:
+    if genre is not None and genre not in recommender.genres:
+        raise HTTPException(
+            422, f"genre: unknown genre {genre!r}; one of {', '.join(recommender.genres)}"
+        )
+    return genre
+
+
+def _items(recommender: Recommender, scored: list[Scored]) -> list[Recommendation]:
+    return [
+        Recommendation(
+            **recommender.items[s.row], predicted_rating=round(s.rating, 1), score=s.score
+        )
+        for s in scored
+    ]

@@ -1,0 +1,88 @@
+"""Request and response models of the HTTP API (the seed's contract, extended)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+N_DEFAULT, N_MAX = 5, 20
+
+
+class Movie(BaseModel):
+    movie_id: int
+    movie_title: str
+    year: int | None
+    genres: list[str]
+
+
+class Recommendation(Movie):
+    predicted_rating: float = Field(description="Rating head, 1-5, rounded to 1 decimal")
+    score: float = Field(description="Ranking score (the order of the list)")
+
+
+class UserRecommendations(BaseModel):
+    user_id: int
+    recommendations: list[Recommendation]
+
+
+class Rating(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    movie_id: int
+    rating: float = Field(ge=1, le=5)
+
+
+class FoldInRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ratings: list[Rating] = Field(min_length=1, max_length=2_000)
+    n: int = Field(N_DEFAULT, ge=1, le=N_MAX)
+    genre: str | None = None
+
+
+class FoldInRecommendations(BaseModel):
+    rated: int = Field(description="How many ratings the recommendations were folded in from")
+    recommendations: list[Recommendation]
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    movie_id: int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[Pair] = Field(min_length=1, max_length=10_000)
+
+
+class Prediction(Pair):
+    predicted_rating: float = Field(description="Rating head, 1-5, unrounded")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class MovieList(BaseModel):
+    movies: list[Movie]
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class Ready(BaseModel):
+    status: str = "ready"
+    run_id: str | None
+    round: int
+    created: str | None
+    metrics: dict[str, Any]
+    has_user_factors: bool
+    num_items: int
+    num_users: int
+
+
+class ModelInfo(Ready):
+    model: dict[str, Any]
+    history: list[dict[str, Any]]
+    genres: list[str]

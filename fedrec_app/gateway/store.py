@@ -1,0 +1,91 @@
+"""The loaded model and its safe replacement: verify first, then swap atomically, else keep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+
+from fedrec_app.checkpoint import MANIFEST, CheckpointError
+from fedrec_app.errors import FedrecError
+from fedrec_app.gateway.recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+RUN_POINTERS = ("final", "latest")
+
+
+def resolve_checkpoint(source: Path) -> Path:
+    """``source`` if a checkpoint folder, else its ``final/`` or ``latest/`` (a run folder)."""
+    if (source / MANIFEST).is_file():
+        return source
+    for name in RUN_POINTERS:
+        if (source / name / MANIFEST).is_file():
+            return source / name
+    raise CheckpointError(
+        f"{source}: neither a checkpoint folder (no {MANIFEST}) nor a run folder with "
+        f"{' or '.join(RUN_POINTERS)}/"
+    )
+
+
+def _signature(source: Path) -> tuple[str, int, int] | None:
+    """What identifies the checkpoint ``source`` points at now (None when there is none)."""
+    try:
+        folder = resolve_checkpoint(source)
+        stat = os.stat(folder / MANIFEST)
+    except (OSError, CheckpointError):
+        return None
+    return os.path.realpath(folder), stat.st_ino, stat.st_mtime_ns
+
+
+class ModelStore:
+    """Holds the current :class:`Recommender`; reads of ``current`` never see a partial model."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = Path(source)
+        self._lock = threading.Lock()
+        self._signature = _signature(self.source)
+        self.current: Recommender = Recommender.load(resolve_checkpoint(self.source))
+        self.reloads = {"ok": 0, "refused": 0}
+        log.info("serving %s", describe(self.current))
+
+    def reload(self, force: bool = False) -> bool:
+        """Load the checkpoint ``source`` points at if it changed (or ``force``); True if swapped.
+
+        An invalid checkpoint is refused and logged; the current one keeps serving.
+        """
+        with self._lock:
+            signature = _signature(self.source)
+            if not force and signature == self._signature:
+                return False
+            self._signature = signature
+            try:
+                new = Recommender.load(resolve_checkpoint(self.source))
+            except (FedrecError, OSError, ValueError) as exc:
+                self.reloads["refused"] += 1
+                log.error("reload refused: %s; still serving %s", exc, describe(self.current))
+                return False
+            self.current = new
+            self.reloads["ok"] += 1
+            log.info("reloaded: now serving %s", describe(new))
+            return True
+
+
+def describe(recommender: Recommender) -> str:
+    manifest = recommender.manifest
+    return (
+        f"run {manifest.get('run_id', '?')} round {manifest.get('round')} "
+        f"({recommender.checkpoint.path})"
+    )
+
+
+async def watch(store: ModelStore, interval: float) -> None:
+    """Poll the served path every ``interval`` seconds and reload when it changes."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(store.reload)
+        except Exception:  # a watcher that dies silently would be worse than a logged error
+            log.exception("checkpoint watcher: unexpected error")
