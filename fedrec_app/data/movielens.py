@@ -115,8 +115,9 @@ def _fetch(url: str, out: Path) -> str:
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as response:
             response.raise_for_status()
-            length = response.headers.get("content-length")
-            total = int(length) if length and length.isdigit() else None
+            length = response.headers.get("content-length", "")
+            encoded = "content-encoding" in response.headers  # length counts encoded bytes then
+            total = int(length) if length.isdigit() and not encoded else None
             with (
                 out.open("wb") as handle,
                 tqdm(total=total, unit="B", unit_scale=True, desc=FOLDER_NAME + ".zip") as bar,
