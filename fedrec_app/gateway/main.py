@@ -71,7 +71,8 @@ def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> Fa
     app.state.store = store
     app.state.metrics = GatewayMetrics(store)
     handlers.install(app)
-    protected = [Depends(require_api_key)]
+    # Without keys the dependency is left out altogether: no per-request cost, no OpenAPI scheme.
+    protected = [Depends(require_api_key)] if settings.api_keys else []
     app.include_router(ops.open_router)
     for module in (recommend, predict, movies, ops):
         app.include_router(module.router, dependencies=protected)
