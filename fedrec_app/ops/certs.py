@@ -1,0 +1,247 @@
+"""A private CA + SuperLink server certificate, and OpenSSH ECDSA P-384 SuperNode key pairs.
+
+Everything is made with the `cryptography` package (no openssl/ssh-keygen); private keys are
+written 0600, atomically, and nothing existing is overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedrec_app.errors import FedrecError
+from fedrec_app.ops.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.pem", "server.key"
+DEFAULT_SANS = ("localhost", "127.0.0.1", "::1")
+CA_DAYS, SERVER_DAYS = 3650, 825
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PRIVATE, PUBLIC = 0o600, 0o644
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    """Where `make_certs` put the CA and the SuperLink server certificate (under `out`)."""
+
+    out: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.out / CA_CERT
+
+    @property
+    def ca_key(self) -> Path:
+        return self.out / CA_KEY
+
+    @property
+    def server_cert(self) -> Path:
+        return self.out / SERVER_CERT
+
+    @property
+    def server_key(self) -> Path:
+        return self.out / SERVER_KEY
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """One SuperNode's key pair: `private` (OpenSSH, 0600) and `public` (`<private>.pub`)."""
+
+    name: str
+    private: Path
+
+    @property
+    def public(self) -> Path:
+        return self.private.with_name(self.private.name + ".pub")
+
+
+def parse_san(value: str) -> x509.GeneralName:
+    """An IP address or DNS name (an optional `IP:`/`DNS:` prefix is accepted) as a SAN entry."""
+    text = value.strip()
+    kind, _, rest = text.partition(":")
+    if kind.upper() in ("IP", "DNS") and rest:
+        text = rest
+        if kind.upper() == "IP":
+            try:
+                return x509.IPAddress(ipaddress.ip_address(text))
+            except ValueError:
+                raise FedrecError(f"--san {value!r}: not an IP address") from None
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text.rstrip(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise FedrecError(f"--san {value!r}: neither an IP address nor a valid DNS name")
+    return x509.DNSName(name.lower())
+
+
+def san_entries(extra: list[str] | tuple[str, ...] = ()) -> list[x509.GeneralName]:
+    """The given SANs plus localhost, 127.0.0.1 and ::1, without duplicates, in order."""
+    entries: list[x509.GeneralName] = []
+    for value in (*extra, *DEFAULT_SANS):
+        entry = parse_san(value)
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedrec"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _refuse_existing(paths: list[Path], hint: str) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise FedrecError(f"refusing to overwrite {', '.join(existing)} ({hint})")
+
+
+def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = False) -> CertPaths:
+    """Write a new CA and a SuperLink server certificate signed by it into `out`.
+
+    The server certificate's SANs are `sans` + localhost, 127.0.0.1, ::1. An existing CA (or
+    server certificate) is never overwritten unless `force`.
+    """
+    paths = CertPaths(Path(out))
+    entries = san_entries(sans)  # validate before touching anything
+    if not force:
+        _refuse_existing(
+            [paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key],
+            "pass --force to replace the CA; every node must then trust the new ca.crt",
+        )
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(minutes=5)
+
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = _name("fedrec federation CA")
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    first = entries[0]
+    common_name = str(first.value)
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(entries), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+
+    pem = serialization.Encoding.PEM
+    atomic_write(paths.ca_key, _pem_key(ca_key), PRIVATE)
+    atomic_write(paths.server_key, _pem_key(server_key), PRIVATE)
+    atomic_write(paths.server_cert, server_cert.public_bytes(pem), PUBLIC)
+    atomic_write(paths.ca_cert, ca_cert.public_bytes(pem), PUBLIC)
+    log.info("wrote CA %s and server certificate %s (SANs: %s)", paths.ca_cert,
+             paths.server_cert, ", ".join(str(e.value) for e in entries))
+    return paths
+
+
+def certificate_sans(cert_path: Path) -> list[str]:
+    """The DNS names and IP addresses in a PEM certificate's subjectAltName."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(v) for v in ext.get_values_for_type(x509.DNSName)] + [
+        str(v) for v in ext.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def make_node_keys(out: Path, names: list[str] | tuple[str, ...]) -> list[NodeKey]:
+    """Write one OpenSSH ECDSA P-384 key pair per name: `out/NAME` (0600) and `out/NAME.pub`."""
+    out = Path(out)
+    if not names:
+        raise FedrecError("no node names given")
+    keys: list[NodeKey] = []
+    for name in names:
+        if not _NODE_NAME.match(name):
+            raise FedrecError(
+                f"node name {name!r}: use letters, digits, '-', '_' or '.' (at most 63)"
+            )
+        key = NodeKey(name, out / name)
+        if key in keys:
+            raise FedrecError(f"node name {name!r} given twice")
+        keys.append(key)
+    _refuse_existing([p for k in keys for p in (k.private, k.public)],
+                     "a registered key cannot be reused; pick new names or delete the old pair")
+    for key in keys:
+        private = ec.generate_private_key(ec.SECP384R1())
+        private_bytes = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public_bytes = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        atomic_write(key.private, private_bytes, PRIVATE)
+        atomic_write(key.public, public_bytes + f" fedrec-{key.name}\n".encode(), PUBLIC)
+        log.info("wrote SuperNode key pair %s (+ .pub)", key.private)
+    return keys

@@ -1,0 +1,292 @@
+"""`LocalFederation`: a TLS SuperLink with SuperNode auth + N authenticated SuperNodes on one host.
+
+Used by integration tests, `fedrec up` and benchmarks. Layout under `work_dir`:
+`certs/` (CA, server cert), `certs/nodes/NAME` (keys), `superlink/` (its FLWR_HOME, cwd and
+`state.db`), `cli/` (the `flwr` CLI's FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and
+cwd), `logs/*.log`. Everything it started is stopped on exit, also on exceptions and Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedrec_app.errors import FedrecError
+from fedrec_app.ops.certs import CertPaths, NodeKey, make_certs, make_node_keys
+from fedrec_app.ops.flower import (
+    COMPLETED,
+    ConfigValue,
+    FlwrCli,
+    SuperLinkCommand,
+    SuperNodeCommand,
+    flower_env,
+)
+from fedrec_app.ops.process import ManagedProcess, ProcessError
+
+log = logging.getLogger(__name__)
+
+NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
+NODE_READY = r"SuperNode ID: (\d+)"
+REFUSED_ACTIVATION = "[code: 2004]"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    """One SuperNode of the federation."""
+
+    name: str
+    key: NodeKey
+    home: Path
+    runtime_port: int
+    node_config: dict[str, ConfigValue] = field(default_factory=dict)
+    node_id: str | None = None
+    process: ManagedProcess | None = None
+
+
+class LocalFederation:
+    """Start/stop a secure local federation; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        nodes: Sequence[str] | Mapping[str, Mapping[str, ConfigValue]],
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        sans: Sequence[str] = (),
+        max_wait_time: float = 120.0,
+        ready_timeout: float = 90.0,
+    ) -> None:
+        self.work_dir = Path(work_dir).resolve()
+        self.host = host
+        self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
+        self.sans = tuple(sans) + ((host,) if host not in ("0.0.0.0", "::") else ())
+        self.max_wait_time = max_wait_time
+        self.ready_timeout = ready_timeout
+        self.certs = CertPaths(self.work_dir / "certs")
+        self.logs = self.work_dir / "logs"
+        self.link_home = self.work_dir / "superlink"
+        configs = nodes if isinstance(nodes, Mapping) else {name: {} for name in nodes}
+        if not configs:
+            raise FedrecError("a federation needs at least one node name")
+        self.nodes: dict[str, Node] = {
+            name: Node(
+                name=name,
+                key=NodeKey(name, self.certs.out / "nodes" / name),
+                home=self.work_dir / "nodes" / name,
+                runtime_port=free_port(),
+                node_config=dict(config),
+            )
+            for name, config in configs.items()
+        }
+        self.cli = FlwrCli(self.work_dir / "cli")
+        self.superlink: ManagedProcess | None = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _timed(self, step: str, started: float) -> None:
+        self.timings[step] = round(time.monotonic() - started, 2)
+        log.info("%s: %.1f s", step, self.timings[step])
+
+    def start(self) -> None:
+        """Certs + keys (if missing), SuperLink, register keys, SuperNodes, all online."""
+        t = time.monotonic()
+        self.make_credentials()
+        self._timed("certs+keys", t)
+        t = time.monotonic()
+        self.start_superlink()
+        self._timed("superlink", t)
+        t = time.monotonic()
+        self.register()
+        self._timed("register", t)
+        t = time.monotonic()
+        for name in self.nodes:
+            self.start_node(name, wait=False)
+        for name in self.nodes:
+            self._wait_node(name)
+        self.wait_online()
+        self._timed("supernodes", t)
+
+    def close(self) -> None:
+        """Stop the SuperNodes (in parallel), then the SuperLink; nothing is left running."""
+        running = [n.process for n in self.nodes.values() if n.process is not None]
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            list(pool.map(lambda p: p.stop(), running))
+        if self.superlink is not None:
+            self.superlink.stop()
+
+    # ------------------------------------------------------------------ credentials
+    def make_credentials(self) -> None:
+        if not self.certs.ca_cert.exists():
+            make_certs(self.certs.out, list(self.sans))
+        missing = [n.name for n in self.nodes.values() if not n.key.private.exists()]
+        if missing:
+            make_node_keys(self.certs.out / "nodes", missing)
+
+    def register(self) -> None:
+        """Register every node key not registered yet (registrations live in state.db)."""
+        for node in self.nodes.values():
+            if node.node_id is None:
+                node.node_id = self.cli.register(node.key.public)
+
+    # ------------------------------------------------------------------ SuperLink
+    @property
+    def superlink_command(self) -> SuperLinkCommand:
+        return SuperLinkCommand(
+            host=self.host, port=self.port, database=self.link_home / "state.db",
+            ca_cert=self.certs.ca_cert, server_cert=self.certs.server_cert,
+            server_key=self.certs.server_key,
+        )
+
+    @property
+    def address(self) -> str:
+        return self.superlink_command.address
+
+    def start_superlink(self) -> None:
+        cmd = self.superlink_command
+        self.link_home.mkdir(parents=True, exist_ok=True)
+        if self.superlink is None:
+            self.superlink = ManagedProcess(
+                "superlink", cmd.argv(), flower_env(self.link_home),
+                self.logs / "superlink.log", cwd=self.link_home,
+            )
+        self.superlink.start()
+        self.superlink.wait_https_ready(cmd.health_url, self.certs.ca_cert, self.ready_timeout)
+        self.cli.configure(cmd.address, self.certs.ca_cert)
+
+    def stop_superlink(self) -> None:
+        if self.superlink is not None:
+            self.superlink.stop()
+
+    def restart_superlink(self, wait_nodes: bool = True) -> None:
+        """Stop and start the SuperLink on the same database; optionally wait for the nodes."""
+        self.stop_superlink()
+        self.start_superlink()
+        if wait_nodes:
+            self.wait_online(
+                [n.name for n in self.nodes.values() if n.process and n.process.alive()]
+            )
+
+    # ------------------------------------------------------------------ SuperNodes
+    def node_command(self, name: str, **overrides: object) -> SuperNodeCommand:
+        """The SuperNode command for `name`; tests may override fields (e.g. private_key)."""
+        node = self.nodes[name]
+        fields: dict[str, object] = {
+            "superlink": self.address, "runtime_port": node.runtime_port,
+            "ca_cert": self.certs.ca_cert, "private_key": node.key.private,
+            "node_config": node.node_config, "max_wait_time": self.max_wait_time,
+        }
+        fields.update(overrides)
+        return SuperNodeCommand(**fields)  # type: ignore[arg-type]
+
+    def node_process(self, name: str, command: SuperNodeCommand, log_name: str) -> ManagedProcess:
+        home = self.work_dir / "nodes" / log_name
+        home.mkdir(parents=True, exist_ok=True)
+        return ManagedProcess(
+            log_name, command.argv(), flower_env(home), self.logs / f"{log_name}.log", cwd=home
+        )
+
+    def start_node(self, name: str, wait: bool = True, retry_for: float = 0.0) -> None:
+        """Start SuperNode `name`; with `retry_for`, retry while the SuperLink refuses (2004)
+        because it still counts a crashed node as online (up to ~60 s after a crash)."""
+        node = self.nodes[name]
+        if node.process is None:
+            node.process = self.node_process(name, self.node_command(name), name)
+        deadline = time.monotonic() + retry_for
+        while True:
+            node.process.start()
+            if not wait:
+                return
+            try:
+                self._wait_node(name)
+                return
+            except ProcessError:
+                refused = REFUSED_ACTIVATION in node.process.log_text()
+                if not (refused and not node.process.alive() and time.monotonic() < deadline):
+                    raise
+            log.info("%s refused (still online after a crash?); retrying in 5 s", name)
+            time.sleep(5)
+
+    def _wait_node(self, name: str) -> None:
+        node = self.nodes[name]
+        assert node.process is not None
+        match = node.process.wait_for_log(NODE_READY, self.ready_timeout)
+        if node.node_id is not None and match.group(1) != node.node_id:
+            raise FedrecError(f"{name} came up as node {match.group(1)}, registered as "
+                              f"{node.node_id}")
+
+    def stop_node(self, name: str) -> None:
+        process = self.nodes[name].process
+        if process is not None:
+            process.stop()
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL a SuperNode and its children (a crash: it stays 'online' for up to 60 s)."""
+        process = self.nodes[name].process
+        if process is not None:
+            process.kill()
+
+    def wait_online(self, names: Sequence[str] | None = None, timeout: float | None = None) -> None:
+        """Wait until `flwr supernode list` shows these nodes (default: all) online."""
+        wanted = {self.nodes[n].node_id for n in (names if names is not None else self.nodes)}
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while True:
+            online = {n["node-id"] for n in self.cli.nodes() if n.get("status") == "online"}
+            if wanted <= online:
+                return
+            for node in self.nodes.values():
+                if node.node_id in wanted and node.process and not node.process.alive():
+                    raise ProcessError(f"{node.name} exited (code {node.process.returncode}):\n"
+                                       f"{node.process.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ProcessError(f"nodes {sorted(wanted - online)} not online after "
+                                   f"{timeout or self.ready_timeout:.0f} s")
+            time.sleep(1.0)
+
+    # ------------------------------------------------------------------ runs
+    def submit(self, app_dir: Path, run_config: Mapping[str, ConfigValue] | None = None) -> str:
+        return self.cli.run(app_dir, run_config)
+
+    def run(
+        self,
+        app_dir: Path = NOOP_APP_DIR,
+        run_config: Mapping[str, ConfigValue] | None = None,
+        timeout: float = 600.0,
+        check: bool = True,
+    ) -> dict:
+        """Submit a run and wait for it to finish; its `flwr ls` record (+ `seconds`).
+
+        With `check`, anything but `finished:completed` raises with the run's own details.
+        """
+        started = time.monotonic()
+        run_id = self.submit(app_dir, run_config)
+        record = self.cli.wait(run_id, timeout)
+        record["seconds"] = round(time.monotonic() - started, 2)
+        if check and record.get("status") != COMPLETED:
+            raise FedrecError(
+                f"run {run_id} ended {record.get('status')}: {record.get('status-details')}\n"
+                f"{self.cli.log(run_id)[-3000:]}"
+            )
+        return record

@@ -1,0 +1,126 @@
+"""`fedrec certs` / `fedrec keys`: SANs, key modes, refusal to overwrite, chain, real TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+from fedrec_app.errors import FedrecError
+from fedrec_app.ops.certs import certificate_sans, make_certs, make_node_keys
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedrec_app", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_certs_cli_sans_modes_and_chain(tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    result = _fedrec("certs", "--out", str(out), "--san", "10.77.0.1", "--san", "link.example")
+    assert result.returncode == 0, result.stderr
+    assert set(certificate_sans(out / "server.pem")) == {
+        "10.77.0.1", "link.example", "localhost", "127.0.0.1", "::1"}
+    assert _mode(out / "ca.key") == 0o600
+    assert _mode(out / "server.key") == 0o600
+    ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
+    server.verify_directly_issued_by(ca)  # raises if the signature or issuer is wrong
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("::1") in sans.get_values_for_type(x509.IPAddress)
+
+
+def test_certs_refuse_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    paths = make_certs(tmp_path)
+    before = paths.ca_cert.read_bytes()
+    with pytest.raises(FedrecError, match="refusing to overwrite .*ca.crt"):
+        make_certs(tmp_path)
+    result = _fedrec("certs", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert paths.ca_cert.read_bytes() == before
+    make_certs(tmp_path, force=True)
+    assert paths.ca_cert.read_bytes() != before
+
+
+@pytest.mark.parametrize("bad", ["not a host", "-bad-.example", "IP:10.0.0.300", ""])
+def test_certs_reject_bad_san_before_writing(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(FedrecError, match="--san"):
+        make_certs(tmp_path / "c", [bad])
+    assert not (tmp_path / "c").exists()
+
+
+def _tls_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, name: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"ok")
+            except (ssl.SSLError, OSError) as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                    client_ctx.wrap_socket(raw, server_hostname=name) as tls:
+                assert tls.recv(2) == b"ok"
+        finally:
+            thread.join(5)
+
+
+def test_server_certificate_passes_real_tls_verification(tmp_path: Path) -> None:
+    paths = make_certs(tmp_path / "a")
+    other = make_certs(tmp_path / "b")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(paths.server_cert, paths.server_key)
+    for name in ("localhost", "127.0.0.1"):
+        _tls_handshake(server_ctx, ssl.create_default_context(cafile=paths.ca_cert), name)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_handshake(server_ctx, ssl.create_default_context(cafile=other.ca_cert), "localhost")
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        _tls_handshake(server_ctx, ssl.create_default_context(cafile=paths.ca_cert), "10.9.9.9")
+
+
+def test_keys_are_openssh_p384_private_0600(tmp_path: Path) -> None:
+    result = _fedrec("keys", "--out", str(tmp_path), "sn1", "sn2")
+    assert result.returncode == 0, result.stderr
+    for name in ("sn1", "sn2"):
+        private = load_ssh_private_key((tmp_path / name).read_bytes(), password=None)
+        public = load_ssh_public_key((tmp_path / f"{name}.pub").read_bytes())
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        assert private.curve.name == "secp384r1"
+        assert private.public_key().public_numbers() == public.public_numbers()
+        assert _mode(tmp_path / name) == 0o600
+        assert (tmp_path / f"{name}.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
+
+
+def test_keys_refuse_to_overwrite_and_bad_names(tmp_path: Path) -> None:
+    (first,) = make_node_keys(tmp_path, ["sn1"])
+    before = first.private.read_bytes()
+    with pytest.raises(FedrecError, match="refusing to overwrite .*sn1"):
+        make_node_keys(tmp_path, ["sn2", "sn1"])
+    assert first.private.read_bytes() == before
+    assert not (tmp_path / "sn2").exists()  # nothing half-written
+    for bad in (["../evil"], ["a", "a"], []):
+        with pytest.raises(FedrecError):
+            make_node_keys(tmp_path, bad)
