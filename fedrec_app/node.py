@@ -1,0 +1,225 @@
+"""What a node does for one message: load its own partition, evaluate the incoming model, train.
+
+Called by the ClientApp (``fedrec_app.client_app``). The node's users' rows live in its state
+dir (``fedrec_app.node_state``) between rounds and never leave the node unless the run shares
+user factors. Failures raise ``NodeFailure`` with a short code from ``protocol.ERROR_CODES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from flwr.app import MetricRecord, RecordDict
+
+from fedrec_app import protocol
+from fedrec_app.config import RunConfig
+from fedrec_app.data.partition import Partition, load_partition, partition_dir_name
+from fedrec_app.errors import FedrecError
+from fedrec_app.metrics import EvalSums
+from fedrec_app.node_state import NodeState, load_state, save_state
+from fedrec_app.scoring import USER_ARRAYS
+from fedrec_app.training import SHARED_ARRAYS, TrainConfig, evaluate, init_user_arrays, train_local
+
+log = logging.getLogger(__name__)
+
+
+class NodeFailure(Exception):
+    """A message this node cannot serve; ``code`` is what the server is told."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class NodeSetup:
+    """Where this node's partition and state live."""
+
+    partition_dir: Path
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class RoundOrder:
+    """The ``config`` record of a message from the server."""
+
+    round: int
+    state_key: str
+    catalogue_fingerprint: str
+    evaluate: bool
+
+
+def node_setup(node_config: Mapping[str, object], run_cfg: RunConfig, node_id: int) -> NodeSetup:
+    """Deployment: ``data-path`` + ``state-dir`` from node-config. Simulation: ``partition-id``
+    over run-config ``partition-set``, state in the temp folder."""
+    data_path = node_config.get("data-path")
+    if data_path:
+        partition_dir = Path(str(data_path))
+        state_dir = node_config.get("state-dir")
+        if not state_dir:
+            state_dir = Path(tempfile.gettempdir()) / "fedrec-node-state" / f"node-{node_id}"
+            log.warning("node-config has no state-dir: keeping user rows in %s", state_dir)
+        return NodeSetup(partition_dir=partition_dir, state_dir=Path(str(state_dir)))
+    if "partition-id" in node_config and run_cfg.partition_set:
+        index = int(node_config["partition-id"])  # type: ignore[call-overload]
+        set_dir = Path(run_cfg.partition_set)
+        state_dir = node_config.get("state-dir") or (
+            Path(tempfile.gettempdir()) / "fedrec-node-state" / f"sim-{set_dir.name}-{index}"
+        )
+        return NodeSetup(set_dir / partition_dir_name(index), Path(str(state_dir)))
+    raise NodeFailure("no-partition", f"node-config {sorted(node_config)} names no data-path")
+
+
+@lru_cache(maxsize=4)
+def cached_partition(partition_dir: Path) -> Partition:
+    """The verified partition (loaded once per process)."""
+    try:
+        return load_partition(partition_dir)
+    except FedrecError as exc:
+        raise NodeFailure("bad-partition", str(exc)) from exc
+
+
+def read_order(content: RecordDict) -> RoundOrder:
+    try:
+        config = content[protocol.CONFIG]
+        return RoundOrder(
+            round=int(config["round"]),
+            state_key=str(config["state-key"]),
+            catalogue_fingerprint=str(config["catalogue-fingerprint"]),
+            evaluate=bool(config["evaluate"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NodeFailure("bad-message", f"config record: {exc!r}") from exc
+
+
+def train_round(
+    content: RecordDict, run_cfg: RunConfig, setup: NodeSetup, run_id: int
+) -> RecordDict:
+    """Evaluate the incoming model (if asked), train local epochs, save user rows; the reply."""
+    started = time.perf_counter()
+    order = read_order(content)
+    part, shared = _prepare(content, order, setup)
+    state = load_state(setup.state_dir, order.state_key)
+    if state is not None and state.run_id == run_id and state.round >= order.round:
+        raise NodeFailure("stale", f"round {order.round}: this node already trained {state.round}")
+    tcfg = run_cfg.train_config()
+    users = _user_arrays(state, part, tcfg)
+    metrics: dict[str, float] = {}
+    if order.evaluate:
+        metrics.update(protocol.eval_metrics(_evaluate(shared, users, part), order.round - 1))
+    result = train_local(
+        shared,
+        users,
+        part.train,
+        part.catalogue,
+        tcfg,
+        seed=_train_seed(run_cfg.seed, order.round, part.index),
+        also_rated=part.val,
+    )
+    save_state(setup.state_dir, order.state_key, NodeState(run_id, order.round, result.user_arrays))
+    metrics.update(
+        {
+            "train.loss": float(result.metrics.get("loss", float("nan"))),
+            "num-examples": float(len(part.train)),
+            "num-users": float(len(result.user_arrays["user_ids"])),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    reply = RecordDict(
+        {
+            protocol.ARRAYS: protocol.to_record(result.shared_arrays),
+            protocol.COUNTS: protocol.to_record(result.item_counts),
+            protocol.METRICS: MetricRecord(metrics),
+        }
+    )
+    if run_cfg.share_user_factors:
+        reply[protocol.USERS] = protocol.to_record(result.user_arrays)
+    log.info(
+        "round %d: trained %d ratings of %d users in %.1f s",
+        order.round,
+        len(part.train),
+        len(result.user_arrays["user_ids"]),
+        metrics["seconds"],
+    )
+    return reply
+
+
+def evaluate_round(
+    content: RecordDict, run_cfg: RunConfig, setup: NodeSetup, run_id: int
+) -> RecordDict:
+    """Evaluate the incoming (final) model with this node's user rows; the reply (metrics only)."""
+    order = read_order(content)
+    part, shared = _prepare(content, order, setup)
+    state = load_state(setup.state_dir, order.state_key)
+    users = _user_arrays(state, part, run_cfg.train_config())
+    metrics = protocol.eval_metrics(_evaluate(shared, users, part), order.round)
+    return RecordDict({protocol.METRICS: MetricRecord(metrics)})
+
+
+def _prepare(
+    content: RecordDict, order: RoundOrder, setup: NodeSetup
+) -> tuple[Partition, dict[str, np.ndarray]]:
+    part = cached_partition(setup.partition_dir)
+    if part.catalogue.fingerprint != order.catalogue_fingerprint:
+        raise NodeFailure(
+            "catalogue-mismatch",
+            f"{part.set_dir}/items.csv is {part.catalogue.fingerprint}, "
+            f"server has {order.catalogue_fingerprint}",
+        )
+    if protocol.ARRAYS not in content.array_records:
+        raise NodeFailure("bad-message", "no arrays record")
+    shared = protocol.from_record(content.array_records[protocol.ARRAYS])
+    num_items = len(part.catalogue)
+    for name in SHARED_ARRAYS:
+        if name not in shared:
+            raise NodeFailure("bad-message", f"array {name} missing")
+        if name != "global_bias" and shared[name].shape[:1] != (num_items,):
+            raise NodeFailure("bad-message", f"array {name} has shape {shared[name].shape}")
+    return part, shared
+
+
+def _evaluate(
+    shared: Mapping[str, np.ndarray], users: Mapping[str, np.ndarray], part: Partition
+) -> dict[str, EvalSums]:
+    """Test sums (ranking excludes train + val items) and validation sums (excludes train)."""
+    seen = pd.concat([part.train, part.val], ignore_index=True)
+    return {
+        "test": evaluate(shared, users, seen, part.test, part.catalogue),
+        "val": evaluate(shared, users, part.train, part.val, part.catalogue),
+    }
+
+
+def _user_arrays(
+    state: NodeState | None, part: Partition, tcfg: TrainConfig
+) -> dict[str, np.ndarray]:
+    """This partition's user rows: from the saved state where present, fresh for new users."""
+    ids = np.unique(
+        np.concatenate([part.train["user_id"].to_numpy(), part.val["user_id"].to_numpy()])
+    )
+    fresh = init_user_arrays(ids, tcfg)
+    if state is None:
+        return fresh
+    saved = state.user_arrays
+    saved_ids = np.asarray(saved["user_ids"], np.int64)
+    if np.array_equal(saved_ids, ids):
+        return dict(saved)
+    pos = np.searchsorted(saved_ids, ids)
+    known = (pos < len(saved_ids)) & (saved_ids[np.minimum(pos, len(saved_ids) - 1)] == ids)
+    log.warning("node state covers %d of %d users: fresh rows for the rest", known.sum(), len(ids))
+    for name in USER_ARRAYS:
+        if saved[name].shape[1:] == fresh[name].shape[1:]:
+            fresh[name][known] = saved[name][pos[known]]
+    return fresh
+
+
+def _train_seed(seed: int, server_round: int, partition_index: int) -> int:
+    """A different, reproducible stream of shuffles and negatives per (run seed, round, node)."""
+    return int(np.random.SeedSequence([seed, server_round, partition_index]).generate_state(1)[0])

@@ -1,0 +1,69 @@
+"""What travels between the ServerApp and the ClientApps: record names, packing, error codes.
+
+A train message carries ``arrays`` (the shared arrays: item rows + ``global_bias``) and
+``config`` (round, state key, catalogue fingerprint, whether to evaluate first). The reply
+carries ``arrays`` (the node's trained shared arrays), ``counts`` (per-row example counts, same
+names), optionally ``users`` (user rows, only when user factors are shared) and ``metrics``
+(training figures plus the evaluation sums of the incoming model, prefixed ``test.`` / ``val.``).
+An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics``.
+
+A failing node replies with a Flower ``Error`` whose reason is ``fedrec:<code>`` (one of
+``ERROR_CODES``): never data, never a traceback (that stays in the node's log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord
+
+from fedrec_app.metrics import EvalSums
+
+ARRAYS, CONFIG, COUNTS, USERS, METRICS = "arrays", "config", "counts", "users", "metrics"
+EVAL_SPLITS = ("test", "val")
+EVAL_ROUND = "eval-round"  # the round whose global model the evaluation sums describe
+ERROR_PREFIX = "fedrec:"
+ERROR_CODES: dict[str, str] = {
+    "no-partition": "node-config has no data-path and run-config no partition-set",
+    "bad-partition": "the node's partition failed verification",
+    "catalogue-mismatch": "the node's catalogue differs from the server's",
+    "bad-message": "the message lacks a record or an array",
+    "stale": "the message belongs to a round this node already trained",
+    "internal": "unexpected error (see the node's log)",
+}
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def eval_metrics(sums: Mapping[str, EvalSums], eval_round: int) -> dict[str, float]:
+    """Flatten per-split evaluation sums into MetricRecord values."""
+    out: dict[str, float] = {EVAL_ROUND: float(eval_round)}
+    for split, split_sums in sums.items():
+        out.update({f"{split}.{key}": value for key, value in split_sums.to_dict().items()})
+    return out
+
+
+def read_eval_sums(metrics: MetricRecord | Mapping[str, float]) -> dict[str, EvalSums]:
+    """The per-split evaluation sums in a reply's metrics (splits that are absent are skipped)."""
+    out: dict[str, EvalSums] = {}
+    for split in EVAL_SPLITS:
+        prefix = f"{split}."
+        values = {
+            key[len(prefix) :]: float(v) for key, v in metrics.items() if key.startswith(prefix)
+        }
+        if values:
+            out[split] = EvalSums.from_dict(values)
+    return out
+
+
+def error_reason(code: str) -> str:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    return f"{ERROR_PREFIX}{code}"

@@ -1,0 +1,81 @@
+"""Flower ServerApp (thin): set up the run, run the rounds (``strategy``), keep checkpoints.
+
+Runs on the SuperLink host with the SuperLink's working directory: ``checkpoint-dir`` must be an
+absolute path. Checkpoints go to ``<checkpoint-dir>/<run-id>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedrec_app.app_logging import log_to_stderr
+from fedrec_app.config import ConfigError, RunConfig, parse_run_config
+
+log = logging.getLogger("fedrec_app.server_app")
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    log_to_stderr()
+    cfg = parse_run_config(context.run_config)
+    run(grid, cfg, context.run_id)
+
+
+def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:
+    """The whole run; returns the ``final/`` checkpoint folder (None if no round finished)."""
+    from fedrec_app.data.catalogue import read_catalogue_csv
+    from fedrec_app.keeper import CheckpointKeeper, resume_point
+    from fedrec_app.strategy import FederationLoop
+    from fedrec_app.training import init_item_arrays
+
+    if not cfg.checkpoint_dir or not Path(cfg.checkpoint_dir).is_absolute():
+        raise ConfigError(
+            f"run-config 'checkpoint-dir' must be an absolute path on the SuperLink host, "
+            f"got {cfg.checkpoint_dir!r}"
+        )
+    catalogue_path = cfg.catalogue_path()
+    if catalogue_path is None:
+        raise ConfigError("run-config 'catalogue' (or 'partition-set') must name the items.csv")
+    catalogue = read_catalogue_csv(catalogue_path)
+    start = resume_point(cfg, catalogue)
+    if start is None:
+        shared = init_item_arrays(len(catalogue), cfg.train_config())
+        users, first, history, state_key = None, 0, [], str(run_id)
+    else:
+        log.info("resuming from %s (round %d)", start.source, start.round)
+        shared, users, first = start.shared, start.users, start.round
+        history, state_key = start.history, start.state_key
+    keeper = CheckpointKeeper(
+        run_dir=Path(cfg.checkpoint_dir) / str(run_id),
+        run_id=run_id,
+        cfg=cfg,
+        catalogue=catalogue,
+        state_key=state_key,
+        history=history,
+        resumed_from=start.source if start else "",
+    )
+    log.info(
+        "run %s: %d rounds from round %d, %d items, min-nodes=%d, checkpoints in %s",
+        run_id,
+        cfg.num_server_rounds,
+        first,
+        len(catalogue),
+        cfg.min_nodes,
+        keeper.run_dir,
+    )
+    loop = FederationLoop(
+        grid=grid,
+        cfg=cfg,
+        state_key=state_key,
+        catalogue_fingerprint=catalogue.fingerprint,
+        on_trained=keeper.trained,
+        on_evaluated=keeper.evaluated,
+    )
+    loop.run(shared, users, first)
+    return keeper.finish()
