@@ -1,0 +1,116 @@
+"""Unit tests of the numpy serving path: steps, fold-in, predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec_app import scoring
+from fedrec_app.checkpoint import read_checkpoint
+from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
+from fedrec_app.gateway.recommender import Recommender, UnknownIdsError
+
+
+@pytest.fixture(scope="module")
+def recommender(checkpoint_dir) -> Recommender:
+    return Recommender.load(checkpoint_dir)
+
+
+def test_recommend_orders_by_score_and_applies_threshold(recommender) -> None:
+    user = recommender.user(5)
+    ratings = scoring.predict_ratings(recommender.arrays, user.vector, user.bias)
+    scores = scoring.ranking_scores(recommender.arrays, user.rank_vector)
+    for threshold in (1.0, 3.0, 4.5):
+        got = recommender.recommend(user, 10, threshold)
+        allowed = np.flatnonzero(ratings >= threshold)
+        want = allowed[np.argsort(-scores[allowed], kind="stable")][:10]
+        assert [s.row for s in got] == list(want)
+        assert all(s.rating >= threshold for s in got)
+
+
+def test_candidates_genre_and_exclusions(recommender) -> None:
+    mask = recommender.candidates("Drama", exclude_rows=[0, 3])
+    genres = recommender.catalogue.genres
+    assert not mask[0] and not mask[3]
+    assert all(mask[i] == ("Drama" in genres[i]) for i in range(len(genres)) if i not in (0, 3))
+    user = recommender.user(1)
+    assert all("Drama" in genres[s.row] for s in recommender.recommend(user, 20, 1.0, mask))
+
+
+def test_unknown_ids_are_named(recommender) -> None:
+    with pytest.raises(UnknownIdsError, match="unknown user id: 999"):
+        recommender.user(999)
+    with pytest.raises(UnknownIdsError, match="unknown movie ids: 2, 4"):
+        recommender.item_rows([1, 4, 2, 4])
+    with pytest.raises(UnknownIdsError, match="unknown user id: 0"):
+        recommender.predict([1, 0], [1, 1])
+
+
+def test_predict_is_the_rating_formula(recommender, checkpoint_dir) -> None:
+    a = read_checkpoint(checkpoint_dir).arrays
+    got = recommender.predict([1, 2, 2], [1, 5, 79])
+    for value, (row, item) in zip(got, [(0, 0), (1, 2), (1, 39)], strict=True):
+        want = np.clip(
+            a["global_bias"] + a["user_bias"][row] + a["item_bias"][item]
+            + a["user_embedding"][row] @ a["item_embedding"][item],
+            1, 5,
+        )  # fmt: skip
+        assert value == pytest.approx(want, abs=1e-6)
+
+
+def test_fold_in_rating_recovers_a_user(recommender) -> None:
+    """Ratings made by a known vector are explained again by the solved vector (weak prior)."""
+    a = recommender.arrays
+    rng = np.random.default_rng(1)
+    true_vector = rng.normal(0, 0.5, a["item_embedding"].shape[1])
+    rows = np.arange(len(a["item_bias"]))
+    raw = a["global_bias"] + 0.3 + a["item_bias"] + a["item_embedding"] @ true_vector
+    params = FoldInParams(l2_rating=0.0, prior=1e-6)
+    vector, bias = fold_in_rating(a, rows, raw, params)
+    assert vector == pytest.approx(true_vector, abs=1e-3)
+    assert bias == pytest.approx(0.3, abs=1e-3)
+    # a strong prior pulls a user with few ratings toward the average user
+    vector, bias = fold_in_rating(a, rows[:3], raw[:3], FoldInParams(prior=1e6))
+    assert np.abs(vector).max() < 1e-3 and abs(bias) < 1e-3
+
+
+def test_fold_in_ranking_finds_the_cluster_rated() -> None:
+    """Items in two clusters: rating items of one cluster ranks that cluster's others first."""
+    rng = np.random.default_rng(2)
+    centres = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    cluster = np.repeat([0, 1], 30)
+    arrays = {
+        "item_rank_embedding": (centres[cluster] + rng.normal(0, 0.2, (60, 3))).astype(np.float32),
+        "item_rank_bias": np.zeros(60, np.float32),
+    }
+    rated = np.array([31, 35, 40, 52])  # all in cluster 1
+    vector = fold_in_ranking(arrays, rated, FoldInParams())
+    scores = scoring.ranking_scores(arrays, vector)
+    exclude = np.zeros(60, bool)
+    exclude[rated] = True
+    top = scoring.top_n(scores, 20, exclude)
+    assert set(cluster[top]) == {1}
+    # the solution is a stationary point of the regularised logistic loss
+    params = FoldInParams()
+    positives = np.zeros(60, bool)
+    positives[rated] = True
+    weights = np.where(positives, 1.0, params.negatives * 4 / 56)
+    prob = 1 / (1 + np.exp(-(arrays["item_rank_embedding"] @ vector)))
+    l2 = params.prior + 4 * (1 + params.negatives) * params.l2_ranking
+    gradient = arrays["item_rank_embedding"].T @ (weights * (positives - prob)) - l2 * vector
+    assert np.abs(gradient).max() < 1e-4
+
+
+def test_fold_in_params_from_manifest() -> None:
+    params = FoldInParams.from_hyperparameters(
+        {"l2-rating": 0.2, "l2_ranking": 0.03, "negatives": 8, "other": "x"}
+    )
+    assert (params.l2_rating, params.l2_ranking, params.negatives) == (0.2, 0.03, 8)
+    assert FoldInParams.from_hyperparameters(None) == FoldInParams()
+    assert FoldInParams.from_hyperparameters({"negatives": True}) == FoldInParams()
+
+
+def test_fold_in_gives_finite_vectors_of_the_model_shape(recommender) -> None:
+    user = recommender.fold_in([1, 5], [5.0, 4.0])
+    assert user.vector.shape == recommender.arrays["item_embedding"].shape[1:]
+    assert np.isfinite(user.bias) and np.all(np.isfinite(user.rank_vector))
