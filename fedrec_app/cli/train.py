@@ -1,0 +1,70 @@
+"""`fedrec train-central`: the same model on the same split without federation (the reference)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from fedrec_app.training import TrainConfig
+
+# TrainConfig fields that are hyperparameters of the central run (local_epochs is federation-only).
+_HYPER = tuple(f for f in dataclasses.fields(TrainConfig) if f.name not in ("local_epochs", "seed"))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train-central",
+        help="train the model centrally on a split (epochs chosen on validation); print metrics",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
+    p.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation slice and the model")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs (default %(default)s)")
+    p.add_argument(
+        "--patience", type=int, default=6, help="stop after this many epochs without a "
+        "validation improvement of either head (default %(default)s)",
+    )  # fmt: skip
+    for f in _HYPER:
+        p.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+            help="default %(default)s",
+        )  # fmt: skip
+    p.add_argument("--out", type=Path, help="write the selected model as a checkpoint folder here")
+    p.add_argument("--json", type=Path, help="write the metrics and seconds as JSON here")
+    p.set_defaults(func=_train_central)
+
+
+def _train_central(args: argparse.Namespace) -> int:
+    from fedrec_app.central import load_central_data, train_central, write_central_checkpoint
+    from fedrec_app.errors import FedrecError
+    from fedrec_app.model import configure_device
+
+    try:
+        cfg = TrainConfig(seed=args.seed, **{f.name: getattr(args, f.name) for f in _HYPER})
+    except ValueError as exc:
+        raise FedrecError(str(exc)) from exc
+    if args.epochs < 1 or args.patience < 1:
+        raise FedrecError("--epochs and --patience must be >= 1")
+    configure_device(threads=2)
+    data = load_central_data(args.data, args.split, args.seed)
+    result = train_central(data, cfg, max_epochs=args.epochs, patience=args.patience)
+    m = result.metrics
+    print(
+        f"train-central {args.split} (seed {args.seed}): epochs rating {result.rating_epoch}, "
+        f"ranking {result.ranking_epoch} (of {len(result.history)})"
+    )
+    print(
+        " ".join(f"{k.upper()} {v:.4f}" for k, v in m.items()) + f"  seconds {result.seconds:.1f}"
+    )
+    if args.out:
+        folder = write_central_checkpoint(args.out, result, data, cfg, split=args.split)
+        print(f"checkpoint: {folder}")
+    if args.json:
+        payload = {**m, "seconds": result.seconds, "rating_epoch": result.rating_epoch,
+                   "ranking_epoch": result.ranking_epoch, "config": cfg.to_dict()}  # fmt: skip
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(args.json)
+    return 0
