@@ -1,0 +1,28 @@
+"""The gateway's import path stays free of TensorFlow, Keras, Flower and pandas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, sys
+from pathlib import Path
+from fedrec_app.cli import build_parser
+build_parser()  # imports every command module, as `fedrec gateway` does
+from fedrec_app.gateway.main import create_app
+from fedrec_app.gateway.settings import GatewaySettings
+create_app(GatewaySettings(checkpoint=Path(sys.argv[1])))
+heavy = {"tensorflow", "keras", "flwr", "pandas", "ray", "grpc"}
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+
+
+def test_gateway_imports_nothing_heavy(checkpoint_dir) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(checkpoint_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
