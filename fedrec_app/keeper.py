@@ -161,7 +161,7 @@ _CALLER_FIELDS = (
 
 def write_keras(path: Path, arrays: dict[str, np.ndarray], tcfg: TrainConfig) -> None:
     """Save the Keras model holding ``arrays`` (zero user rows when user factors are not shared)."""
-    from fedrec_app.model import ModelShape, build_model
+    from fedrec_app.model import ModelShape, save_model_file
 
     users = {
         "user_embedding": np.zeros((0, tcfg.embedding_dim), np.float32),
@@ -177,6 +177,4 @@ def write_keras(path: Path, arrays: dict[str, np.ndarray], tcfg: TrainConfig) ->
         l2_rating=tcfg.l2_rating,
         l2_ranking=tcfg.l2_ranking,
     )
-    model = build_model(shape, tcfg.learning_rate)
-    model.set_arrays({**{name: arrays[name] for name in SHARED_ARRAYS}, **users})
-    model.save(path)
+    save_model_file({**{name: arrays[name] for name in SHARED_ARRAYS}, **users}, shape, path)
