@@ -4,7 +4,8 @@ Both solvers minimise the training objective of ``fedrec_app.model`` for one use
 rows held fixed, so a folded-in user is what training would have made of that user:
 
 - rating head: ridge regression of ``rating - global_bias - item_bias`` on ``[item_embedding, 1]``
-  (vector + user bias), L2 ``prior + P * l2_rating`` for P ratings;
+  (vector + user bias), L2 ``prior + P * l2_rating`` on the vector and ``prior + P * l2_bias`` on
+  the bias for P ratings;
 - ranking head: L2-regularised logistic regression (Newton/IRLS) with the rated items as positives
   and every unrated item as a negative, the negatives weighted so that they count as
   ``negatives`` sampled negatives per positive (as in training); offset ``item_rank_bias``,
@@ -26,6 +27,7 @@ class FoldInParams:
     """Regularisation of the fold-in (read from the checkpoint's hyperparameters when present)."""
 
     l2_rating: float = 0.1
+    l2_bias: float = 0.01
     l2_ranking: float = 0.01
     negatives: int = 4
     prior: float = 1.0
@@ -39,6 +41,7 @@ class FoldInParams:
         values: dict[str, float | int] = {}
         for field, keys, kind in (
             ("l2_rating", ("l2_rating", "l2-rating"), float),
+            ("l2_bias", ("l2_bias", "l2-bias"), float),
             ("l2_ranking", ("l2_ranking", "l2-ranking"), float),
             ("negatives", ("negatives", "num_negatives", "num-negatives"), int),
         ):
@@ -61,8 +64,9 @@ def fold_in_rating(
         - float(arrays["global_bias"])
         - np.asarray(arrays["item_bias"], dtype=np.float64)[rows]
     )
-    l2 = params.prior + len(rows) * params.l2_rating
-    solution = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ target)
+    penalty = np.full(x.shape[1], params.prior + len(rows) * params.l2_rating)
+    penalty[-1] = params.prior + len(rows) * params.l2_bias
+    solution = np.linalg.solve(x.T @ x + np.diag(penalty), x.T @ target)
     return solution[:-1].astype(np.float32), float(solution[-1])
 
 

@@ -65,7 +65,7 @@ def test_fold_in_rating_recovers_a_user(recommender) -> None:
     true_vector = rng.normal(0, 0.5, a["item_embedding"].shape[1])
     rows = np.arange(len(a["item_bias"]))
     raw = a["global_bias"] + 0.3 + a["item_bias"] + a["item_embedding"] @ true_vector
-    params = FoldInParams(l2_rating=0.0, prior=1e-6)
+    params = FoldInParams(l2_rating=0.0, l2_bias=0.0, prior=1e-6)
     vector, bias = fold_in_rating(a, rows, raw, params)
     assert vector == pytest.approx(true_vector, abs=1e-3)
     assert bias == pytest.approx(0.3, abs=1e-3)
@@ -103,9 +103,10 @@ def test_fold_in_ranking_finds_the_cluster_rated() -> None:
 
 def test_fold_in_params_from_manifest() -> None:
     params = FoldInParams.from_hyperparameters(
-        {"l2-rating": 0.2, "l2_ranking": 0.03, "negatives": 8, "other": "x"}
+        {"l2-rating": 0.2, "l2_bias": 0.05, "l2_ranking": 0.03, "negatives": 8, "other": "x"}
     )
-    assert (params.l2_rating, params.l2_ranking, params.negatives) == (0.2, 0.03, 8)
+    assert (params.l2_rating, params.l2_bias, params.l2_ranking) == (0.2, 0.05, 0.03)
+    assert params.negatives == 8
     assert FoldInParams.from_hyperparameters(None) == FoldInParams()
     assert FoldInParams.from_hyperparameters({"negatives": True}) == FoldInParams()
 
