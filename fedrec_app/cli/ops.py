@@ -1,4 +1,5 @@
-"""`fedrec certs` (CA + SuperLink server certificate) and `fedrec keys` (SuperNode key pairs)."""
+"""`fedrec certs` (CA + server certificate), `fedrec keys` (SuperNode key pairs) and
+`fedrec deploy ROLE` (start one role of a federation manifest on this host)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--san", action="append", default=[], metavar="IP_OR_DNS",
         help="an address SuperNodes and the CLI dial (repeatable)",
     )
-    certs.add_argument("--force", action="store_true", help="replace an existing CA")
+    certs.add_argument("--force", action="store_true",
+                       help="replace an existing CA (or, with --name, that certificate)")
+    certs.add_argument(
+        "--name", metavar="NAME",
+        help="sign another server certificate NAME.pem/NAME.key (e.g. the gateway's) with the "
+        "existing CA in --out, instead of making a new CA",
+    )
     certs.set_defaults(func=_certs)
 
     keys = subparsers.add_parser(
@@ -30,10 +37,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keys.add_argument("names", nargs="+", metavar="NAME", help="SuperNode names")
     keys.set_defaults(func=_keys)
 
+    deploy = subparsers.add_parser(
+        "deploy",
+        help="start one role of deploy/federation.yaml on this host",
+        description="superlink | supernode NAME | gateway: check the manifest and the files "
+        "this role needs, then replace this process with the role's (TLS, SuperNode auth, "
+        "state database always). register: register every SuperNode's public key.",
+    )
+    deploy.add_argument("role", choices=("superlink", "supernode", "register", "gateway"))
+    deploy.add_argument("name", nargs="?", help="the SuperNode's name (role supernode)")
+    deploy.add_argument("-c", "--config", type=Path, default=Path("deploy/federation.yaml"),
+                        help="federation manifest (default %(default)s)")
+    deploy.add_argument("--dry-run", action="store_true",
+                        help="check and print the command line instead of starting it")
+    deploy.set_defaults(func=_deploy)
+
 
 def _certs(args: argparse.Namespace) -> int:
-    from fedrec_app.ops.certs import certificate_sans, make_certs
+    from fedrec_app.ops.certs import certificate_sans, issue_server_cert, make_certs
 
+    if args.name:
+        cert, key = issue_server_cert(args.out, args.name, args.san, force=args.force)
+        print(f"{args.name}: {cert}  (key {key}), SANs: {', '.join(certificate_sans(cert))}")
+        return 0
     paths = make_certs(args.out, args.san, force=args.force)
     print(f"CA:          {paths.ca_cert}  (key {paths.ca_key})")
     print(f"SuperLink:   {paths.server_cert}  (key {paths.server_key})")
@@ -47,3 +73,33 @@ def _keys(args: argparse.Namespace) -> int:
     for key in make_node_keys(args.out, args.names):
         print(f"{key.name}: {key.private}  {key.public}")
     return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fedrec_app.errors import FedrecError
+    from fedrec_app.ops.deploy import exec_launch, launch_for, register_nodes
+    from fedrec_app.ops.manifest import load_manifest
+
+    manifest = load_manifest(args.config)
+    if args.name is not None and args.role != "supernode":
+        raise FedrecError(f"deploy {args.role} takes no NAME (got {args.name!r})")
+    if args.role == "register":
+        if args.dry_run:
+            manifest.check("register")
+            for node in manifest.supernodes:
+                print(f"{node.name}: would register {node.public_key}")
+            return 0
+        for name, node_id in register_nodes(manifest).items():
+            print(f"{name}: {node_id}")
+        return 0
+    launch = launch_for(manifest, args.role, args.name)
+    if args.dry_run:
+        flwr_env = {k: v for k, v in launch.env.items() if k.startswith("FLWR_")}
+        print(f"cd {shlex.quote(str(launch.cwd))}")
+        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(flwr_env.items())),
+              shlex.join(launch.argv))
+        return 0
+    exec_launch(launch)
+    return 0  # not reached: exec replaced this process

@@ -121,6 +121,74 @@ def _refuse_existing(paths: list[Path], hint: str) -> None:
         raise FedrecError(f"refusing to overwrite {', '.join(existing)} ({hint})")
 
 
+def _key_usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
+        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+    )
+
+
+def _validity(days: int) -> tuple[dt.datetime, dt.datetime]:
+    now = dt.datetime.now(dt.UTC)
+    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+
+
+def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = _name("fedrec federation CA")
+    start, end = _validity(CA_DAYS)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def _issue_server(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+    entries: list[x509.GeneralName],
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    start, end = _validity(SERVER_DAYS)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(str(entries[0].value)))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(entries), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                       critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def _write_server(cert_path: Path, key_path: Path, key: ec.EllipticCurvePrivateKey,
+                  cert: x509.Certificate) -> None:
+    atomic_write(key_path, _pem_key(key), PRIVATE)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
+
+
 def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = False) -> CertPaths:
     """Write a new CA and a SuperLink server certificate signed by it into `out`.
 
@@ -134,72 +202,43 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
             [paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key],
             "pass --force to replace the CA; every node must then trust the new ca.crt",
         )
-    now = dt.datetime.now(dt.UTC)
-    start = now - dt.timedelta(minutes=5)
-
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = _name("fedrec federation CA")
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA384())
-    )
-
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    first = entries[0]
-    common_name = str(first.value)
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(entries), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA384())
-    )
-
-    pem = serialization.Encoding.PEM
+    ca_key, ca_cert = _new_ca()
+    server_key, server_cert = _issue_server(ca_key, ca_cert, entries)
     atomic_write(paths.ca_key, _pem_key(ca_key), PRIVATE)
-    atomic_write(paths.server_key, _pem_key(server_key), PRIVATE)
-    atomic_write(paths.server_cert, server_cert.public_bytes(pem), PUBLIC)
-    atomic_write(paths.ca_cert, ca_cert.public_bytes(pem), PUBLIC)
+    _write_server(paths.server_cert, paths.server_key, server_key, server_cert)
+    atomic_write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
     log.info("wrote CA %s and server certificate %s (SANs: %s)", paths.ca_cert,
              paths.server_cert, ", ".join(str(e.value) for e in entries))
     return paths
+
+
+def issue_server_cert(
+    out: Path, name: str, sans: list[str] | tuple[str, ...] = (), force: bool = False
+) -> tuple[Path, Path]:
+    """Sign another server certificate (e.g. the gateway's) with the CA in `out`.
+
+    Writes `out/NAME.pem` and `out/NAME.key` (0600); returns (cert, key).
+    """
+    paths = CertPaths(Path(out))
+    if not _NODE_NAME.match(name) or name == "ca":
+        raise FedrecError(f"--name {name!r}: use letters, digits, '-', '_' or '.' (not 'ca')")
+    entries = san_entries(sans)
+    cert_path, key_path = paths.out / f"{name}.pem", paths.out / f"{name}.key"
+    if not force:
+        _refuse_existing([cert_path, key_path], "pass --force to replace it")
+    try:
+        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise FedrecError(f"cannot load the CA from {paths.ca_cert} / {paths.ca_key} ({exc}); "
+                          "run `fedrec certs` first") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise FedrecError(f"{paths.ca_key}: not an EC private key made by `fedrec certs`")
+    key, cert = _issue_server(ca_key, ca_cert, entries)
+    _write_server(cert_path, key_path, key, cert)
+    log.info("wrote server certificate %s signed by %s (SANs: %s)", cert_path, paths.ca_cert,
+             ", ".join(str(e.value) for e in entries))
+    return cert_path, key_path
 
 
 def certificate_sans(cert_path: Path) -> list[str]:

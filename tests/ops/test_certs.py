@@ -17,7 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
 from fedrec_app.errors import FedrecError
-from fedrec_app.ops.certs import certificate_sans, make_certs, make_node_keys
+from fedrec_app.ops.certs import (
+    certificate_sans,
+    issue_server_cert,
+    make_certs,
+    make_node_keys,
+)
 
 
 def _mode(path: Path) -> int:
@@ -124,3 +129,20 @@ def test_keys_refuse_to_overwrite_and_bad_names(tmp_path: Path) -> None:
     for bad in (["../evil"], ["a", "a"], []):
         with pytest.raises(FedrecError):
             make_node_keys(tmp_path, bad)
+
+
+def test_issue_server_cert_signs_with_the_existing_ca(tmp_path: Path) -> None:
+    with pytest.raises(FedrecError, match="run `fedrec certs` first"):
+        issue_server_cert(tmp_path, "gateway", ["10.77.0.6"])
+    paths = make_certs(tmp_path)
+    result = _fedrec("certs", "--out", str(tmp_path), "--name", "gateway", "--san", "10.77.0.6")
+    assert result.returncode == 0, result.stderr
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    gateway = x509.load_pem_x509_certificate((tmp_path / "gateway.pem").read_bytes())
+    gateway.verify_directly_issued_by(ca)
+    assert "10.77.0.6" in certificate_sans(tmp_path / "gateway.pem")
+    assert _mode(tmp_path / "gateway.key") == 0o600
+    with pytest.raises(FedrecError, match="refusing to overwrite"):
+        issue_server_cert(tmp_path, "gateway")
+    with pytest.raises(FedrecError, match="--name"):
+        issue_server_cert(tmp_path, "ca")

@@ -1,0 +1,109 @@
+"""`fedrec deploy ROLE`: start one role of a manifest's federation on this host.
+
+`superlink`, `supernode NAME` and `gateway` replace this process (exec) with the role's
+process, so a supervisor (systemd) manages it directly; `register` registers every node key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrec_app.ops.flower import (
+    FlowerCliError,
+    FlwrCli,
+    SuperLinkCommand,
+    SuperNodeCommand,
+    flower_env,
+    host_port,
+)
+from fedrec_app.ops.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+ALREADY_REGISTERED = "Public key already in use"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to exec: the command line, its environment and working directory."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    folders: tuple[Path, ...] = ()
+
+
+def superlink_launch(manifest: Manifest) -> Launch:
+    link = manifest.superlink
+    cmd = SuperLinkCommand(
+        host=link.bind, port=link.port, database=link.database, ca_cert=link.ca_cert,
+        server_cert=link.server_cert, server_key=link.server_key, log_file=link.log_file,
+    )
+    # the ServerApp runs with the SuperLink's cwd: keep it in the SuperLink's state folder
+    folders = (link.home, link.database.parent, *((link.log_file.parent,) if link.log_file else ()))
+    return Launch(cmd.argv(), flower_env(link.home), link.home, folders)
+
+
+def supernode_launch(manifest: Manifest, name: str) -> Launch:
+    node = manifest.node(name)
+    cmd = SuperNodeCommand(
+        superlink=node.superlink, runtime_port=node.runtime_port, ca_cert=node.ca_cert,
+        private_key=node.private_key, node_config=node.node_config,
+        max_wait_time=node.max_wait_time,
+    )
+    return Launch(cmd.argv(), flower_env(node.home), node.state_dir, (node.state_dir, node.home))
+
+
+def gateway_launch(manifest: Manifest) -> Launch:
+    gw = manifest.gateway
+    assert gw is not None, "checked by Manifest.check('gateway')"
+    argv = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(gw.checkpoint),
+            "--host", gw.host, "--port", str(gw.port)]
+    if gw.tls:
+        argv += ["--tls", "--cert", str(gw.cert), "--key", str(gw.key)]
+    if gw.api_key_file is not None:
+        argv += ["--api-key-file", str(gw.api_key_file)]
+    return Launch(argv, dict(os.environ), manifest.path.parent.resolve())
+
+
+def launch_for(manifest: Manifest, role: str, name: str | None = None) -> Launch:
+    """Check what `role` needs on this host, then build its launch."""
+    manifest.check(role, name)
+    if role == "superlink":
+        return superlink_launch(manifest)
+    if role == "supernode":
+        assert name is not None
+        return supernode_launch(manifest, name)
+    return gateway_launch(manifest)
+
+
+def exec_launch(launch: Launch) -> None:
+    """Replace this process with the launch (folders it writes to are created first)."""
+    for folder in launch.folders:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chdir(launch.cwd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(launch.argv[0], launch.argv, launch.env)
+
+
+def register_nodes(manifest: Manifest) -> dict[str, str]:
+    """Register every node's public key; node name -> node id (or 'already registered')."""
+    manifest.check("register")
+    link = manifest.superlink
+    cli = FlwrCli(manifest.cli_home)
+    cli.configure(host_port(link.address, link.port), link.ca_cert)
+    result: dict[str, str] = {}
+    for node in manifest.supernodes:
+        try:
+            result[node.name] = cli.register(node.public_key)
+        except FlowerCliError as exc:
+            if ALREADY_REGISTERED not in str(exc):
+                raise
+            result[node.name] = "already registered"
+        log.info("%s: %s", node.name, result[node.name])
+    return result

@@ -1,0 +1,319 @@
+"""The federation manifest (`deploy/federation.yaml`): which host runs which role, with what files.
+
+`load_manifest(path)` checks structure and types (unknown or missing fields are errors naming
+the field); `Manifest.check(role, name)` then checks what that role needs on this host
+(readable certificates and keys, SANs that cover the dialled addresses) before anything starts.
+Relative paths resolve against `root`, itself relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedrec_app.errors import FedrecError
+
+ROLES = ("superlink", "supernode", "register", "gateway")
+
+
+class ManifestError(FedrecError):
+    """A bad manifest: the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class SuperLinkSpec:
+    address: str
+    port: int
+    bind: str
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    database: Path
+    home: Path
+    log_file: Path | None
+
+
+@dataclass(frozen=True)
+class SuperNodeSpec:
+    name: str
+    superlink: str
+    ca_cert: Path
+    private_key: Path
+    public_key: Path
+    data_path: Path
+    state_dir: Path
+    home: Path
+    gpu: int
+    runtime_port: int
+    max_wait_time: float
+
+    @property
+    def node_config(self) -> dict[str, str | int]:
+        """What the ClientApp reads from `context.node_config`."""
+        return {"data-path": str(self.data_path), "state-dir": str(self.state_dir),
+                "gpu-index": self.gpu}
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    host: str
+    port: int
+    checkpoint: Path
+    tls: bool
+    cert: Path | None
+    key: Path | None
+    api_key_file: Path | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    superlink: SuperLinkSpec
+    supernodes: tuple[SuperNodeSpec, ...]
+    cli_home: Path
+    gateway: GatewaySpec | None
+
+    def node(self, name: str) -> SuperNodeSpec:
+        for node in self.supernodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.supernodes)
+        raise ManifestError(f"{self.path}: supernodes: no node named {name!r} (known: {known})")
+
+    def check(self, role: str, name: str | None = None) -> None:
+        """Check the files and addresses `role` needs on this host; raise naming the field."""
+        link = self.superlink
+        if role == "superlink":
+            for field_name, path in (("ca-cert", link.ca_cert), ("server-cert", link.server_cert),
+                                     ("server-key", link.server_key)):
+                self._readable(f"superlink.{field_name}", path)
+            self._covers("superlink.address", link.address, link.server_cert)
+            if link.bind in ("0.0.0.0", "::"):  # the SuperLink's own SuperExec dials loopback
+                self._covers("superlink.bind", "127.0.0.1", link.server_cert)
+            elif link.bind != link.address:
+                self._covers("superlink.bind", link.bind, link.server_cert)
+            for i, node in enumerate(self.supernodes):
+                self._covers(f"supernodes[{i}].superlink", _host(node.superlink),
+                             link.server_cert)
+        elif role == "supernode":
+            if name is None:
+                raise ManifestError("fedrec deploy supernode needs a node NAME")
+            node = self.node(name)
+            i = self.supernodes.index(node)
+            self._readable(f"supernodes[{i}].ca-cert", node.ca_cert)
+            self._readable(f"supernodes[{i}].private-key", node.private_key, private=True)
+            if not node.data_path.is_dir():
+                raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {node.data_path} "
+                                    "is not a folder on this host")
+        elif role == "register":
+            self._readable("superlink.ca-cert", link.ca_cert)
+            for i, node in enumerate(self.supernodes):
+                self._readable(f"supernodes[{i}].public-key", node.public_key)
+        elif role == "gateway":
+            gw = self.gateway
+            if gw is None:
+                raise ManifestError(f"{self.path}: gateway: missing (needed for this role)")
+            if gw.tls:
+                assert gw.cert is not None and gw.key is not None
+                self._readable("gateway.cert", gw.cert)
+                self._readable("gateway.key", gw.key, private=True)
+                self._covers("gateway.host", gw.host, gw.cert)
+            if gw.api_key_file is not None:
+                self._readable("gateway.api-key-file", gw.api_key_file, private=True)
+        else:
+            raise ManifestError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+
+    def _readable(self, field_name: str, path: Path, private: bool = False) -> None:
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ManifestError(f"{self.path}: {field_name}: cannot read {path} "
+                                f"({exc.strerror or exc})") from None
+        if private and path.stat().st_mode & 0o077:
+            raise ManifestError(f"{self.path}: {field_name}: {path} is readable by group/others "
+                                f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it")
+
+    def _covers(self, field_name: str, address: str, cert: Path) -> None:
+        from fedrec_app.ops.certs import certificate_sans
+
+        try:
+            sans = certificate_sans(cert)
+        except ValueError as exc:
+            raise ManifestError(f"{self.path}: {field_name}: {cert} is not a PEM certificate "
+                                f"({exc})") from None
+        if not _covered(address, sans):
+            raise ManifestError(
+                f"{self.path}: {field_name}: {address} is not covered by the SANs of {cert} "
+                f"({', '.join(sans)}); remake it with `fedrec certs --san {address} --force`"
+            )
+
+
+def _host(address: str) -> str:
+    """The host of `host:port` / `[v6]:port`."""
+    if address.startswith("["):
+        return address[1:address.index("]")]
+    return address.rsplit(":", 1)[0]
+
+
+def _covered(address: str, sans: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        name = address.lower().rstrip(".")
+        for san in sans:
+            if san.startswith("*.") and "." in name:
+                if name.split(".", 1)[1] == san[2:]:
+                    return True
+            elif san == name:
+                return True
+        return False
+    return any(_same_ip(ip, san) for san in sans)
+
+
+def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, san: str) -> bool:
+    try:
+        return ipaddress.ip_address(san) == ip
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Typed access to one mapping of the YAML, with errors naming `prefix.key`."""
+
+    def __init__(self, manifest: Path, root: Path, data: Any, prefix: str) -> None:
+        self.manifest, self.root, self.prefix = manifest, root, prefix
+        if not isinstance(data, Mapping):
+            raise self.error(prefix, f"must be a mapping, got {type(data).__name__}")
+        self.data = data
+        self.used: set[str] = set()
+
+    def error(self, field_name: str, message: str) -> ManifestError:
+        return ManifestError(f"{self.manifest}: {field_name}: {message}")
+
+    def _field(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if default is ...:
+                raise self.error(self._field(key), "missing (required)")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(self._field(key), f"must be {names}, got {value!r}")
+        problem = check(value) if check else None
+        if problem:
+            raise self.error(self._field(key), problem)
+        return value
+
+    def path(self, key: str, default: Any = ...) -> Path:
+        value = self.get(key, str, default)
+        if value is None or isinstance(value, Path):
+            return value
+        if not value.strip():
+            raise self.error(self._field(key), "must not be empty")
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(self._field(unknown[0]),
+                             f"unknown field (known: {', '.join(sorted(self.used))})")
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a port number 1-65535"
+
+
+def _address(value: str) -> str | None:
+    return None if value.strip() and " " not in value else "must be an IP address or DNS name"
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate a manifest's structure (file checks per role: `Manifest.check`)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    top = _Reader(path, path.parent, data, "")
+    root_value = top.get("root", str, ".")
+    root = (path.parent.resolve() / os.path.expanduser(root_value)).resolve()
+    top.root = root
+
+    sl = _Reader(path, root, top.get("superlink", dict), "superlink")
+    address = sl.get("address", str, check=_address)
+    port = sl.get("port", int, check=_port)
+    database = sl.path("database")
+    superlink = SuperLinkSpec(
+        address=address,
+        port=port,
+        bind=sl.get("bind", str, address, check=_address),
+        ca_cert=sl.path("ca-cert"),
+        server_cert=sl.path("server-cert"),
+        server_key=sl.path("server-key"),
+        database=database,
+        home=sl.path("flwr-home", database.parent),
+        log_file=sl.path("log-file", None),
+    )
+    sl.done()
+    dial = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+    raw_nodes = top.get("supernodes", list, check=lambda v: None if v else "must not be empty")
+    nodes: list[SuperNodeSpec] = []
+    for i, raw in enumerate(raw_nodes):
+        nd = _Reader(path, root, raw, f"supernodes[{i}]")
+        name = nd.get("name", str, check=lambda v: None if v.strip() and "/" not in v
+                      else "must be a non-empty name without '/'")
+        if any(n.name == name for n in nodes):
+            raise nd.error(f"supernodes[{i}].name", f"{name!r} appears twice")
+        state_dir = nd.path("state-dir")
+        private_key = nd.path("private-key")
+        nodes.append(SuperNodeSpec(
+            name=name,
+            superlink=nd.get("superlink", str, dial, check=_address),
+            ca_cert=nd.path("ca-cert", superlink.ca_cert),
+            private_key=private_key,
+            public_key=nd.path("public-key", private_key.with_name(private_key.name + ".pub")),
+            data_path=nd.path("data-path"),
+            state_dir=state_dir,
+            home=nd.path("flwr-home", state_dir / "flwr-home"),
+            gpu=nd.get("gpu", int, -1),
+            runtime_port=nd.get("runtime-port", int, 9094, check=_port),
+            max_wait_time=float(nd.get("max-wait-time", (int, float), 600,
+                                       check=lambda v: None if v > 0 else "must be > 0")),
+        ))
+        nd.done()
+
+    cli_home = top.path("cli-home", superlink.home.parent / "cli")
+    gateway = None
+    if "gateway" in top.data:
+        gw = _Reader(path, root, top.get("gateway", dict), "gateway")
+        tls = gw.get("tls", bool, True)
+        gateway = GatewaySpec(
+            host=gw.get("host", str, check=_address),
+            port=gw.get("port", int, check=_port),
+            checkpoint=gw.path("checkpoint"),
+            tls=tls,
+            cert=gw.path("cert") if tls else gw.path("cert", None),
+            key=gw.path("key") if tls else gw.path("key", None),
+            api_key_file=gw.path("api-key-file", None),
+        )
+        gw.done()
+    top.done()
+    return Manifest(path=path, superlink=superlink, supernodes=tuple(nodes), cli_home=cli_home,
+                    gateway=gateway)

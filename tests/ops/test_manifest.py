@@ -1,0 +1,197 @@
+"""deploy/federation.yaml: errors name the field; `fedrec deploy` builds secure launches."""
+
+from __future__ import annotations
+
+import configparser
+import copy
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedrec_app.ops.certs import issue_server_cert, make_certs, make_node_keys
+from fedrec_app.ops.deploy import launch_for
+from fedrec_app.ops.manifest import ManifestError, load_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = {
+    "root": ".",
+    "superlink": {
+        "address": "10.77.0.1", "port": 9093, "bind": "0.0.0.0",
+        "ca-cert": "certs/ca.crt", "server-cert": "certs/server.pem",
+        "server-key": "certs/server.key", "database": "state/link/state.db",
+        "log-file": "state/link/superlink.log",
+    },
+    "cli-home": "state/cli",
+    "supernodes": [
+        {"name": "site1", "private-key": "certs/nodes/site1", "data-path": "data/p0",
+         "state-dir": "state/site1", "gpu": 0},
+        {"name": "site2", "private-key": "certs/nodes/site2", "data-path": "data/p1",
+         "state-dir": "state/site2", "superlink": "10.77.0.1:9093", "runtime-port": 9095},
+    ],
+    "gateway": {"host": "10.77.0.6", "port": 8443, "checkpoint": "ckpt/final",
+                "cert": "certs/gateway.pem", "key": "certs/gateway.key"},
+}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    make_certs(root / "certs", ["10.77.0.1"])
+    issue_server_cert(root / "certs", "gateway", ["10.77.0.6"])
+    make_node_keys(root / "certs" / "nodes", ["site1", "site2"])
+    for part in ("p0", "p1"):
+        (root / "data" / part).mkdir(parents=True)
+    return root
+
+
+def _write(site: Path, data: dict, name: str = "fed.yaml") -> Path:
+    path = site / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _mutated(**changes: object) -> dict:
+    """BASE with `section.key=value` changes (value None deletes the key)."""
+    data = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, key = dotted.replace("__", ".").split(".")
+        node = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        if value is None:
+            del node[key]
+        else:
+            node[key] = value
+    return data
+
+
+def test_valid_manifest_builds_secure_launches(site: Path) -> None:
+    manifest = load_manifest(_write(site, BASE))
+    link = launch_for(manifest, "superlink")
+    argv = link.argv
+    assert {"--enable-supernode-auth", "--disable-runtime-dependency-installation"} <= set(argv)
+    assert argv[argv.index("--ssl-certfile") + 1] == str(site / "certs" / "server.pem")
+    assert argv[argv.index("--database") + 1] == str(site / "state" / "link" / "state.db")
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert link.env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert link.env["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert link.env["FLWR_HOME"] == str(site / "state" / "link")
+
+    node = launch_for(manifest, "supernode", "site1")
+    argv = node.argv
+    assert argv[argv.index("--superlink") + 1] == "10.77.0.1:9093"
+    assert argv[argv.index("--auth-supernode-private-key") + 1] == str(
+        site / "certs" / "nodes" / "site1")
+    assert argv[argv.index("--root-certificates") + 1] == str(site / "certs" / "ca.crt")
+    assert argv[argv.index("--max-wait-time") + 1] == "600"
+    assert argv[argv.index("--node-config") + 1] == (
+        f"data-path='{site / 'data' / 'p0'}' state-dir='{site / 'state' / 'site1'}' gpu-index=0")
+    assert "--runtime-port" not in argv and argv[argv.index("--port") + 1] == "9094"
+    argv2 = launch_for(manifest, "supernode", "site2").argv
+    assert argv2[argv2.index("--port") + 1] == "9095"
+
+    gateway = launch_for(manifest, "gateway").argv
+    assert gateway[gateway.index("--checkpoint") + 1] == str(site / "ckpt" / "final")
+    assert "--tls" in gateway
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"superlink.port": None}, r"superlink\.port: missing"),
+        ({"supernodes.0.data-path": None}, r"supernodes\[0\]\.data-path: missing"),
+        ({"superlink.prot": 1}, r"superlink\.prot: unknown field"),
+        ({"superlink.port": "9093"}, r"superlink\.port: must be int"),
+        ({"superlink.port": 70000}, r"superlink\.port: must be a port"),
+        ({"supernodes.1.name": "site1"}, r"supernodes\[1\]\.name: 'site1' appears twice"),
+        ({"supernodes.0.gpu": True}, r"supernodes\[0\]\.gpu: must be int"),
+        ({"gateway.tls": "yes"}, r"gateway\.tls: must be bool"),
+    ],
+)
+def test_structural_errors_name_the_field(site: Path, changes: dict, field: str) -> None:
+    with pytest.raises(ManifestError, match=field):
+        load_manifest(_write(site, _mutated(**changes), "bad.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "role", "name", "field"),
+    [
+        ({}, "supernode", "site9", r"supernodes: no node named 'site9' \(known: site1, site2\)"),
+        ({"supernodes.0.private-key": "certs/nodes/missing"}, "supernode", "site1",
+         r"supernodes\[0\]\.private-key: cannot read .*missing"),
+        ({"supernodes.1.public-key": "certs/nodes/nope.pub"}, "register", None,
+         r"supernodes\[1\]\.public-key: cannot read"),
+        ({"superlink.address": "10.77.0.2"}, "superlink", None,
+         r"superlink\.address: 10\.77\.0\.2 is not covered by the SANs"),
+        ({"supernodes.1.superlink": "link.example:9093"}, "superlink", None,
+         r"supernodes\[1\]\.superlink: link\.example is not covered"),
+        ({"gateway.host": "10.77.0.7"}, "gateway", None, r"gateway\.host: 10\.77\.0\.7 is not"),
+        ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
+         r"supernodes\[0\]\.data-path: .* is not a folder"),
+    ],
+)
+def test_host_checks_name_the_field(site: Path, changes: dict, role: str, name: str | None,
+                                    field: str) -> None:
+    manifest = load_manifest(_write(site, _mutated(**changes), "bad.yaml"))
+    with pytest.raises(ManifestError, match=field):
+        launch_for(manifest, role, name)
+
+
+def test_private_key_readable_by_others_is_refused(site: Path) -> None:
+    key = site / "certs" / "nodes" / "site1"
+    manifest = load_manifest(_write(site, BASE))
+    key.chmod(0o644)
+    try:
+        with pytest.raises(ManifestError, match=r"supernodes\[0\]\.private-key: .*chmod 600"):
+            launch_for(manifest, "supernode", "site1")
+    finally:
+        key.chmod(0o600)
+
+
+def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedrec_app", *args], capture_output=True,
+                          text=True, check=False)
+
+
+def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
+    config = _write(site, BASE)
+    result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    cd_line, command = result.stdout.strip().splitlines()
+    assert cd_line == f"cd {site / 'state' / 'site2'}"
+    words = shlex.split(command)
+    assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
+    assert Path(words[words.index("--superlink") - 1]).name == "flower-supernode"
+    result = _fedrec("deploy", "supernode", "nobody", "-c", str(config), "--dry-run")
+    assert result.returncode == 2 and "no node named 'nobody'" in result.stderr
+    result = _fedrec("deploy", "superlink", "-c", str(site / "absent.yaml"))
+    assert result.returncode == 2 and "cannot read manifest" in result.stderr
+    assert not (site / "state").exists()  # nothing started, nothing written
+
+
+def test_example_manifest_loads(tmp_path: Path) -> None:
+    manifest = load_manifest(REPO / "deploy" / "federation.yaml")
+    assert [n.name for n in manifest.supernodes] == ["site1", "site2"]
+    assert manifest.superlink.database.is_absolute()
+    assert manifest.supernodes[0].superlink == "10.77.0.1:9093"
+
+
+def test_systemd_units_restart_after_at_least_70_seconds() -> None:
+    units = sorted((REPO / "deploy" / "systemd").glob("*.service"))
+    assert {u.name for u in units} >= {"fedrec-superlink.service", "fedrec-supernode@.service",
+                                       "fedrec-gateway.service"}
+    for unit in units:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read(unit)
+        service = parser["Service"]
+        assert int(service["RestartSec"]) >= 70, unit.name
+        assert re.search(r"fedrec deploy (superlink|supernode %i|gateway) -c ",
+                         service["ExecStart"]), unit.name
+        assert os.path.isabs(service["ExecStart"].split()[0])
