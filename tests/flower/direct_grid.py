@@ -1,0 +1,76 @@
+"""A Grid that hands each message straight to the ClientApp in this process (no SuperLink).
+
+For unit tests of the server loop and the ClientApp together; the real federation is covered by
+the integration tests. Nodes can be taken offline (``drop``) to simulate a dead SuperNode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedrec_app.client_app import app as client_app
+
+
+class DirectGrid(Grid):
+    def __init__(
+        self, node_configs: Mapping[int, dict], run_id: int, run_config: Mapping[str, object]
+    ) -> None:
+        self.node_configs = dict(node_configs)
+        self.online = set(node_configs)
+        self.run_id = run_id
+        self.run_config = dict(run_config)
+        self.replies: dict[str, Message] = {}
+        self.sent: list[Message] = []
+        # Message() reads the process's task identity, which Flower's runtime sets.
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
+
+    def set_run(self, run) -> None:  # noqa: ANN001 - Flower's signature
+        raise NotImplementedError
+
+    @property
+    def run(self):  # noqa: ANN201
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs) -> Message:  # noqa: ANN002, ANN003
+        raise NotImplementedError
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self.online)
+
+    def drop(self, node_id: int) -> None:
+        self.online.discard(node_id)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = msg.object_id
+            msg.metadata.__dict__["_run_id"] = self.run_id
+            node = msg.metadata.dst_node_id
+            self.sent.append(msg)
+            if node in self.online:
+                context = Context(
+                    run_id=self.run_id,
+                    node_id=node,
+                    node_config=dict(self.node_configs[node]),
+                    state=RecordDict(),
+                    run_config=dict(self.run_config),
+                )
+                reply = client_app(msg, context)
+            else:
+                offline = Error(code=ErrorCode.NODE_UNAVAILABLE, reason="offline")
+                reply = Message(offline, reply_to=msg)
+            reply.metadata.__dict__["_src_node_id"] = node
+            self.replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(mid) for mid in list(message_ids) if mid in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+        return self.pull_messages(self.push_messages(messages))

@@ -1,0 +1,57 @@
+"""Run-config parsing: the app's defaults are valid; every bad value names its key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedrec_app.config import ConfigError, parse_run_config
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+@pytest.fixture
+def defaults() -> dict:
+    with open(PYPROJECT, "rb") as handle:
+        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+
+
+def test_defaults_parse_and_round_trip(defaults: dict) -> None:
+    cfg = parse_run_config(defaults)
+    assert cfg.to_dict() == defaults
+    assert parse_run_config(cfg.to_dict()) == cfg
+    tcfg = cfg.train_config()
+    assert (tcfg.embedding_dim, tcfg.rank_dim, tcfg.negatives) == (
+        defaults["embedding-dim"], defaults["rank-dim"], defaults["negatives"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("num-server-rounds", "3", "expected an integer"),
+        ("num-server-rounds", 0, "must be >= 1"),
+        ("local-epochs", True, "expected an integer"),
+        ("learning-rate", -0.1, "must be > 0"),
+        ("learning-rate", float("nan"), "finite"),
+        ("fraction-train", 1.5, "(0, 1]"),
+        ("min-nodes", 0, "must be >= 1"),
+        ("share-user-factors", 1, "true or false"),
+        ("checkpoint-dir", 5, "expected a string"),
+        ("best-metric", "auc", "must be one of"),
+        ("l2-rating", -1.0, "must be >= 0"),
+    ],
+)
+def test_bad_values_name_the_key(defaults: dict, key: str, value: object, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({**defaults, key: value})
+    assert f"'{key}'" in str(err.value)
+    assert says in str(err.value)
+
+
+def test_missing_key_is_named(defaults: dict) -> None:
+    del defaults["round-timeout"]
+    with pytest.raises(ConfigError, match="missing key 'round-timeout'"):
+        parse_run_config(defaults)

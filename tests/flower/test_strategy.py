@@ -1,0 +1,158 @@
+"""Server-side aggregation and waits: per-row weighting, untouched rows, global metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from flower.direct_grid import DirectGrid
+from flwr.app import Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
+
+from fedrec_app import protocol
+from fedrec_app.metrics import EvalSums
+from fedrec_app.strategy import (
+    FederationError,
+    aggregate,
+    evaluation,
+    is_better,
+    merge_users,
+    sample_nodes,
+    wait_for_nodes,
+)
+
+N_ITEMS, K = 4, 2  # items, factors
+
+
+def _previous() -> dict[str, np.ndarray]:
+    return {
+        "item_embedding": np.full((N_ITEMS, K), 9.0, np.float32),
+        "item_bias": np.full(N_ITEMS, 9.0, np.float32),
+        "item_rank_embedding": np.full((N_ITEMS, K), 9.0, np.float32),
+        "item_rank_bias": np.full(N_ITEMS, 9.0, np.float32),
+        "global_bias": np.asarray(3.0, np.float32),
+    }
+
+
+def _reply(node: int, value: float, counts: list[int], examples: int, **extra) -> Message:
+    """A train reply whose rows all equal ``value``, with per-row ``counts``."""
+    arrays = {name: np.full_like(v, value) for name, v in _previous().items()}
+    row_counts = {name: np.asarray(counts, np.int64) for name in arrays if name != "global_bias"}
+    row_counts["global_bias"] = np.asarray(examples, np.int64)
+    metrics = {"num-examples": float(examples), "train.loss": value, **extra}
+    content = RecordDict(
+        {
+            protocol.ARRAYS: protocol.to_record(arrays),
+            protocol.COUNTS: protocol.to_record(row_counts),
+            protocol.METRICS: MetricRecord(metrics),
+        }
+    )
+    return _answer(node, content)
+
+
+def _answer(node: int, content: RecordDict | Error) -> Message:
+    ask = Message(content=RecordDict(), message_type="train", dst_node_id=node)
+    ask.metadata.__dict__["_message_id"] = ask.object_id
+    reply = Message(content, reply_to=ask)
+    reply.metadata.__dict__["_src_node_id"] = node
+    return reply
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    DirectGrid({}, run_id=1, run_config={})  # sets the identity Message() needs
+
+
+def test_rows_are_averaged_over_the_nodes_that_touched_them() -> None:
+    result = aggregate(
+        _previous(),
+        [_reply(1, 1.0, [3, 1, 0, 0], examples=4), _reply(2, 5.0, [0, 1, 2, 0], examples=12)],
+    )
+    assert result.shared is not None and result.num_replies == 2
+    expected = np.array([1.0, (1.0 + 5.0) / 2, 5.0, 9.0])  # row 3: nobody touched it
+    np.testing.assert_allclose(result.shared["item_bias"], expected)
+    np.testing.assert_allclose(result.shared["item_embedding"], np.repeat(expected[:, None], K, 1))
+    np.testing.assert_allclose(result.shared["global_bias"], (1.0 * 4 + 5.0 * 12) / 16)
+    assert result.train["train_loss"] == pytest.approx((1.0 * 4 + 5.0 * 12) / 16)
+
+
+def test_weights_follow_counts_not_node_numbers() -> None:
+    result = aggregate(
+        _previous(), [_reply(1, 0.0, [1, 1, 1, 1], 1), _reply(2, 4.0, [3, 3, 3, 3], 1)]
+    )
+    assert result.shared is not None
+    np.testing.assert_allclose(result.shared["item_rank_bias"], np.full(N_ITEMS, 3.0))
+
+
+def test_errors_and_malformed_replies_are_failures_and_ignored() -> None:
+    error = _answer(3, Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="fedrec:internal"))
+    bad = _reply(4, 100.0, [1, 1, 1, 1], 1)
+    bad.content.array_records[protocol.ARRAYS]["item_bias"] = protocol.to_record(
+        {"x": np.zeros(N_ITEMS + 1, np.float32)}
+    )["x"]
+    result = aggregate(_previous(), [_reply(1, 2.0, [1, 0, 0, 0], 1), error, bad])
+    assert result.num_replies == 1 and len(result.failures) == 2
+    assert "fedrec:internal" in result.failures[0] and "node 4" in result.failures[1]
+    np.testing.assert_allclose(result.shared["item_bias"], [2.0, 9.0, 9.0, 9.0])
+
+
+def test_no_usable_reply_leaves_no_model() -> None:
+    error = _answer(3, Error(code=ErrorCode.NODE_UNAVAILABLE, reason="gone"))
+    assert aggregate(_previous(), [error]).shared is None
+
+
+def test_global_rmse_comes_from_summed_errors_not_node_means() -> None:
+    a = protocol.eval_metrics({"test": EvalSums(sse=9.0, sae=3.0, num_ratings=1)}, 2)
+    b = protocol.eval_metrics({"test": EvalSums(sse=3.0, sae=3.0, num_ratings=3)}, 2)
+    result = evaluation([_answer(1, _metrics(a)), _answer(2, _metrics(b))])
+    assert result.eval_round == 2
+    metrics = result.sums["test"].finalize()
+    assert metrics["rmse"] == pytest.approx(math.sqrt(12 / 4))  # node means would give 2.0
+    assert metrics["mae"] == pytest.approx(6 / 4)
+
+
+def _metrics(values: dict[str, float]) -> RecordDict:
+    return RecordDict({protocol.METRICS: MetricRecord(values)})
+
+
+def test_merge_users_newer_rows_win_and_ids_are_sorted() -> None:
+    def table(ids: list[int], value: float) -> dict[str, np.ndarray]:
+        n = len(ids)
+        return {
+            "user_ids": np.asarray(ids, np.int64),
+            "user_embedding": np.full((n, 2), value, np.float32),
+            "user_bias": np.full(n, value, np.float32),
+            "user_rank_embedding": np.full((n, 3), value, np.float32),
+        }
+
+    merged = merge_users(table([5, 1], 0.0), [table([7, 5], 1.0)])
+    assert merged is not None
+    np.testing.assert_array_equal(merged["user_ids"], [1, 5, 7])
+    np.testing.assert_array_equal(merged["user_bias"], [0.0, 1.0, 1.0])
+    assert merge_users(None, []) is None
+
+
+def test_sample_nodes_keeps_64_bit_ids_and_bounds(rng) -> None:
+    ids = [2**64 - 1, 907206179778976599, 13903444021816782848, 5]
+    chosen = sample_nodes(ids, fraction=0.5, min_nodes=1, rng=rng)
+    assert len(chosen) == 2 and set(chosen) <= set(ids)
+    assert len(sample_nodes(ids, fraction=0.1, min_nodes=3, rng=rng)) == 3
+    assert sorted(sample_nodes(ids, fraction=1.0, min_nodes=9, rng=rng)) == sorted(ids)
+
+
+def test_wait_for_nodes_fails_in_time_with_a_clear_message() -> None:
+    grid = DirectGrid({11: {}}, run_id=1, run_config={})
+    assert wait_for_nodes(grid, min_nodes=1, timeout=5) == [11]
+    started = time.monotonic()
+    with pytest.raises(FederationError, match=r"1 node\(s\) connected, fewer than min-nodes=2"):
+        wait_for_nodes(grid, min_nodes=2, timeout=0.5, poll=0.1)
+    assert time.monotonic() - started < 3
+
+
+def test_is_better_respects_direction() -> None:
+    assert is_better("rmse", 0.9, None) and is_better("rmse", 0.9, 0.95)
+    assert not is_better("rmse", 0.96, 0.95)
+    assert is_better("ndcg@10", 0.4, 0.3) and not is_better("ndcg@10", 0.2, 0.3)
+    assert not is_better("rmse", math.nan, None)
