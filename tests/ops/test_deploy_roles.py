@@ -1,0 +1,75 @@
+"""`fedrec deploy superlink|register|supernode` from a manifest, as real processes, to a run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedrec_app.ops.certs import make_certs, make_node_keys
+from fedrec_app.ops.federation import NODE_READY, NOOP_APP_DIR, free_port
+from fedrec_app.ops.flower import COMPLETED, FlwrCli
+from fedrec_app.ops.manifest import load_manifest
+from fedrec_app.ops.process import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _deploy(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fedrec_app", "deploy", *args]
+
+
+def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
+    make_certs(tmp_path / "certs")
+    make_node_keys(tmp_path / "certs" / "nodes", ["site1", "site2"])
+    nodes = []
+    for i, name in enumerate(("site1", "site2")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        nodes.append({"name": name, "private-key": f"certs/nodes/{name}",
+                      "data-path": f"data/{name}", "state-dir": f"state/{name}",
+                      "runtime-port": free_port(), "max-wait-time": 60 + i})
+    config = tmp_path / "deploy" / "federation.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({
+        "root": "..",
+        "superlink": {"address": "127.0.0.1", "port": free_port(), "ca-cert": "certs/ca.crt",
+                      "server-cert": "certs/server.pem", "server-key": "certs/server.key",
+                      "database": "state/superlink/state.db",
+                      "log-file": "state/superlink/superlink.log"},
+        "supernodes": nodes,
+    }))
+    manifest = load_manifest(config)
+    env = dict(os.environ)
+    logs = tmp_path / "logs"
+    procs = [ManagedProcess("superlink", _deploy("superlink", "-c", str(config)), env,
+                            logs / "superlink.log")]
+    try:
+        procs[0].start().wait_https_ready(
+            f"https://127.0.0.1:{manifest.superlink.port}/health",
+            manifest.superlink.ca_cert, timeout=90)
+        for expected in ("[0-9]+", "already registered"):
+            result = subprocess.run(_deploy("register", "-c", str(config)), capture_output=True,
+                                    text=True, check=False, env=env)
+            assert result.returncode == 0, result.stderr
+            assert all(f"{n}: " in result.stdout for n in ("site1", "site2")), result.stdout
+            assert len(re.findall(f": {expected}\n", result.stdout)) == 2, result.stdout
+        for name in ("site1", "site2"):
+            procs.append(ManagedProcess(name, _deploy("supernode", name, "-c", str(config)), env,
+                                        logs / f"{name}.log").start())
+        for proc in procs[1:]:
+            proc.wait_for_log(NODE_READY, timeout=90)
+        assert (tmp_path / "state" / "superlink" / "state.db").is_file()
+        assert "--max-wait-time 61" in " ".join(Path(f"/proc/{procs[2].pid}/cmdline")
+                                                .read_text().split("\0"))
+        cli = FlwrCli(manifest.cli_home)
+        run_id = cli.run(NOOP_APP_DIR, {"num-server-rounds": 1, "fraction-evaluate": 0.0})
+        assert cli.wait(run_id, timeout=180)["status"] == COMPLETED
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    assert not any(p.alive() for p in procs)
