@@ -1,0 +1,172 @@
+"""`fedrec up`: option checks, log-line parsing, and the whole launch end to end (real
+processes on synthetic MovieLens-format data), stopped with SIGINT at two points."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from launch_helpers import processes_mentioning, wait_for_output, wait_gone
+from synthetic import make_synthetic_movielens, zip_movielens
+
+from fedrec_app.cli import main
+from fedrec_app.data.catalogue import read_catalogue_csv
+from fedrec_app.errors import FedrecError
+from fedrec_app.ops.federation import free_port
+from fedrec_app.ops.up import UpOptions, parse_run_config, server_line
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- unit
+
+
+def test_run_config_items_are_toml_typed() -> None:
+    parsed = parse_run_config(["batch-size=128 share-user-factors=false", "best-metric='ndcg@10'",
+                               "learning-rate=0.01", "catalogue=/x/items.csv"])
+    assert parsed == {"batch-size": 128, "share-user-factors": False, "best-metric": "ndcg@10",
+                      "learning-rate": 0.01, "catalogue": "/x/items.csv"}
+    with pytest.raises(FedrecError, match="KEY=VALUE"):
+        parse_run_config(["rounds"])
+    with pytest.raises(FedrecError, match="number, bool or string"):
+        parse_run_config(["x=[1,2]"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"nodes": 0}, "--nodes 0"),
+        ({"rounds": 0}, "--rounds 0"),
+        ({"local_epochs": 0}, "--local-epochs 0"),
+        ({"port": 70000}, "--port 70000"),
+        ({"port": 9000, "superlink_port": 9000}, "the gateway serves on that port"),
+        ({"zip_path": Path("/nonexistent/ml-100k.zip")}, "--zip /nonexistent"),
+    ],
+)
+def test_bad_options_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(FedrecError, match=message):
+        UpOptions(**fields).check()
+
+
+def test_cli_refuses_a_taken_gateway_port_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["up", "--work", str(tmp_path / "w"), "--data", str(tmp_path / "d"),
+                     "--port", str(port)])
+    assert code == 2
+    assert f"--port {port}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "w").exists()
+
+
+def test_server_lines_shown_while_training() -> None:
+    assert server_line(
+        "INFO fedrec_app.strategy: model of round 3: hr@10=0.75 mae=0.74 ndcg@10=0.391 "
+        "p@10=0.2 rmse=0.931 val_rmse=0.92"
+    ) == "model of round 3 on the held-out ratings: RMSE 0.931, MAE 0.74, NDCG@10 0.391, HR@10 0.75"
+    assert server_line("INFO fedrec_app.strategy: round 2/6: 3 of 3 node(s) replied, 9.1 s") == (
+        "round 2/6: 3 of 3 node(s) replied, 9.1 s"
+    )
+    assert server_line("\x1b[91mERROR \x1b[0m:     Exit Code: 201") == "ERROR: Exit Code: 201"
+    assert server_line("INFO :      [ROUND 1/3]") is None
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = make_synthetic_movielens(tmp_path_factory.mktemp("up-data") / "ml-100k", seed=11)
+    archive = zip_movielens(folder, folder.parent / "ml-100k.zip")
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+def _start_up(tmp_path: Path, synthetic_zip: tuple[Path, str], port: int,
+              rounds: int) -> tuple[subprocess.Popen, Path, Path]:
+    archive, md5 = synthetic_zip
+    work, out = tmp_path / "work", tmp_path / "up.out"
+    argv = [sys.executable, "run_app.py", "--nodes", "2", "--rounds", str(rounds),
+            "--local-epochs", "1", "--work", str(work), "--data", str(tmp_path / "data"),
+            "--zip", str(archive), "--md5", md5, "--port", str(port)]
+    with out.open("wb") as handle:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    return proc, work, out
+
+
+def _interrupt(proc: subprocess.Popen, work: Path) -> int:
+    """SIGINT (Ctrl+C) to `fedrec up` alone; its exit code, once nothing it started is left."""
+    assert processes_mentioning(str(work)), "the launch started no processes?"
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    left = wait_gone(str(work), timeout=10)
+    assert not left, f"processes left behind: {left}"
+    return code
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_up_serves_recommendations_then_ctrl_c_stops_everything(
+    tmp_path: Path, synthetic_zip: tuple[Path, str]
+) -> None:
+    port = free_port()
+    proc, work, out = _start_up(tmp_path, synthetic_zip, port, rounds=2)
+    try:
+        text = wait_for_output(out, "Press Ctrl+C", 600, alive=lambda: proc.poll() is None)
+        for number, step in enumerate(("data", "partitions", "certs", "keys", "superlink",
+                                       "register", "supernodes", "submit", "train", "gateway"), 1):
+            assert f"[{number}/10] {step}:" in text and f"{step} done in" in text
+        assert "model of round 2 on the held-out ratings: RMSE" in text
+        assert f'curl "http://127.0.0.1:{port}/recommend?user_id=4&n=5"' in text
+        url = f"http://127.0.0.1:{port}/recommend?user_id=4&n=5"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        recs = answer["recommendations"]
+        assert answer["user_id"] == 4 and len(recs) == 5
+        catalogue = read_catalogue_csv(next((work / "partitions").glob("*/items.csv")))
+        for rec in recs:
+            assert rec["movie_title"] == catalogue.titles[catalogue.index_of(rec["movie_id"])]
+            assert 2.0 <= rec["predicted_rating"] <= 5.0
+        run_dirs = [p for p in (work / "checkpoints").iterdir() if p.is_dir()]
+        assert len(run_dirs) == 1 and (run_dirs[0] / "final" / "manifest.json").is_file()
+        assert _interrupt(proc, work) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    assert "stopped: gateway, follower, supernodes, superlink" in text
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=3)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ctrl_c_while_training_leaves_nothing_behind(
+    tmp_path: Path, synthetic_zip: tuple[Path, str]
+) -> None:
+    proc, work, out = _start_up(tmp_path, synthetic_zip, free_port(), rounds=50)
+    try:
+        wait_for_output(out, "[9/10] train:", 300, alive=lambda: proc.poll() is None)
+        assert _interrupt(proc, work) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    assert "interrupted: stopping what was started" in text
+    assert "stopped: follower, supernodes, superlink" in text
+    assert "[10/10]" not in text
