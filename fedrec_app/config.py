@@ -33,6 +33,7 @@ class RunConfig:
     embedding_dim: int
     rank_dim: int
     l2_rating: float
+    l2_bias: float
     l2_ranking: float
     negatives: int
     fraction_train: float
@@ -61,6 +62,7 @@ class RunConfig:
             embedding_dim=self.embedding_dim,
             rank_dim=self.rank_dim,
             l2_rating=self.l2_rating,
+            l2_bias=self.l2_bias,
             l2_ranking=self.l2_ranking,
             negatives=self.negatives,
             learning_rate=self.learning_rate,
@@ -83,7 +85,7 @@ BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "h
 
 _POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
 _POSITIVE_FLOAT = ("learning_rate", "node_wait_timeout", "round_timeout")
-_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_ranking")
+_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_ranking")
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:

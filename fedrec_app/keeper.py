@@ -19,11 +19,10 @@ from fedrec_app.config import ConfigError, RunConfig
 from fedrec_app.data.catalogue import Catalogue
 from fedrec_app.scoring import USER_ARRAYS
 from fedrec_app.strategy import is_better
-from fedrec_app.training import SHARED_ARRAYS, TrainConfig
+from fedrec_app.training import MODEL_TYPE, SHARED_ARRAYS, TrainConfig, model_shape
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPE = "fedrec-biased-mf+logistic-mf"
 FINAL = "final"
 
 
@@ -161,7 +160,7 @@ _CALLER_FIELDS = (
 
 def write_keras(path: Path, arrays: dict[str, np.ndarray], tcfg: TrainConfig) -> None:
     """Save the Keras model holding ``arrays`` (zero user rows when user factors are not shared)."""
-    from fedrec_app.model import ModelShape, save_model_file
+    from fedrec_app.model import save_model_file
 
     users = {
         "user_embedding": np.zeros((0, tcfg.embedding_dim), np.float32),
@@ -169,12 +168,5 @@ def write_keras(path: Path, arrays: dict[str, np.ndarray], tcfg: TrainConfig) ->
         "user_rank_embedding": np.zeros((0, tcfg.rank_dim), np.float32),
     }
     users.update({name: arrays[name] for name in USER_ARRAYS if name in arrays})
-    shape = ModelShape(
-        num_users=len(users["user_bias"]),
-        num_items=len(arrays["item_bias"]),
-        embedding_dim=tcfg.embedding_dim,
-        rank_dim=tcfg.rank_dim,
-        l2_rating=tcfg.l2_rating,
-        l2_ranking=tcfg.l2_ranking,
-    )
+    shape = model_shape(tcfg, len(users["user_bias"]), len(arrays["item_bias"]))
     save_model_file({**{name: arrays[name] for name in SHARED_ARRAYS}, **users}, shape, path)

@@ -26,6 +26,7 @@ class DirectGrid(Grid):
         self.run_config = dict(run_config)
         self.replies: dict[str, Message] = {}
         self.sent: list[Message] = []
+        self._budget: dict[int, int] = {}
         # Message() reads the process's task identity, which Flower's runtime sets.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
 
@@ -45,6 +46,10 @@ class DirectGrid(Grid):
     def drop(self, node_id: int) -> None:
         self.online.discard(node_id)
 
+    def drop_after(self, node_id: int, messages: int) -> None:
+        """Take ``node_id`` offline once it has answered ``messages`` messages."""
+        self._budget[node_id] = messages
+
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
         for msg in messages:
@@ -61,6 +66,10 @@ class DirectGrid(Grid):
                     run_config=dict(self.run_config),
                 )
                 reply = client_app(msg, context)
+                if node in self._budget:
+                    self._budget[node] -= 1
+                    if self._budget[node] <= 0:
+                        self.drop(node)
             else:
                 offline = Error(code=ErrorCode.NODE_UNAVAILABLE, reason="offline")
                 reply = Message(offline, reply_to=msg)

@@ -1,0 +1,203 @@
+"""The ServerApp and ClientApp functions together on synthetic data, through an in-process Grid.
+
+Real training, real checkpoints and node state on disk; no SuperLink (the integration tests have
+one). Covers a full run, checkpoint files against the manifest, user rows staying on the node,
+resume, a node lost mid-run, too few nodes, stale messages and a node without a partition.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flower.direct_grid import DirectGrid
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from fedrec_app import protocol
+from fedrec_app.checkpoint import read_checkpoint, verify_checkpoint
+from fedrec_app.client_app import app as client_app
+from fedrec_app.config import ConfigError, parse_run_config
+from fedrec_app.data.catalogue import read_catalogue_csv
+from fedrec_app.data.partition import make_partitions
+from fedrec_app.node_state import load_state
+from fedrec_app.server_app import run
+from fedrec_app.strategy import FederationError
+from fedrec_app.training import init_item_arrays
+
+pytestmark = pytest.mark.slow  # trains a Keras model (first TensorFlow import takes seconds)
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+@pytest.fixture(scope="module")
+def partition_set(synthetic_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parts") / "synthetic-2"
+    make_partitions(synthetic_ml, out, 2, split="u1", seed=3)
+    return out
+
+
+def _run_config(partition_set: Path, ckpt: Path, **overrides: object) -> dict:
+    with open(PYPROJECT, "rb") as handle:
+        config = dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+    config.update(
+        {
+            "num-server-rounds": 2,
+            "local-epochs": 1,
+            "embedding-dim": 8,
+            "rank-dim": 4,
+            "checkpoint-dir": str(ckpt),
+            "catalogue": str(partition_set / "items.csv"),
+            "node-wait-timeout": 1.0,
+            "round-timeout": 30.0,
+        }
+    )
+    config.update({key.replace("_", "-"): value for key, value in overrides.items()})
+    return config
+
+
+def _nodes(partition_set: Path, state: Path) -> dict[int, dict]:
+    return {
+        101: {"data-path": str(partition_set / "partition-0"), "state-dir": str(state / "a")},
+        2**63 + 7: {"data-path": str(partition_set / "partition-1"), "state-dir": str(state / "b")},
+    }
+
+
+def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Path) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", share_user_factors=True)
+    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=41, run_config=config)
+    final = run(grid, parse_run_config(config), 41)
+
+    run_dir = tmp_path / "ckpt" / "41"
+    assert final == run_dir / "final"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best", "final", "latest", "round-0001", "round-0002",
+    ]  # fmt: skip
+    assert (run_dir / "latest").resolve() == (run_dir / "round-0002").resolve()
+    for folder in ("round-0001", "round-0002", "best", "final"):
+        manifest = verify_checkpoint(run_dir / folder)  # every file against its sha256
+        assert set(manifest["files"]) >= {"weights.npz", "items.csv"}
+    ckpt = read_checkpoint(final)
+    assert "model.keras" in ckpt.manifest["files"]
+    assert ckpt.round == 2 and ckpt.has_user_factors
+    assert [entry["round"] for entry in ckpt.manifest["history"]] == [1, 2]
+    for key in ("rmse", "mae", "hr@10", "ndcg@10", "val_rmse", "seconds"):
+        assert np.isfinite(ckpt.manifest["metrics"][key])
+    assert ckpt.manifest["run_config"]["checkpoint-dir"] == str(tmp_path / "ckpt")
+    # Every user of both partitions is in the checkpoint; the nodes kept their own rows.
+    state_a = load_state(tmp_path / "state" / "a", "41")
+    state_b = load_state(tmp_path / "state" / "b", "41")
+    assert state_a is not None and state_a.round == 2
+    assert state_b is not None
+    users = np.union1d(state_a.user_arrays["user_ids"], state_b.user_arrays["user_ids"])
+    np.testing.assert_array_equal(ckpt.arrays["user_ids"], users)
+    # The model changed from its initial state.
+    start = init_item_arrays(len(ckpt.catalogue), parse_run_config(config).train_config())
+    assert not np.allclose(start["item_embedding"], ckpt.arrays["item_embedding"])
+
+
+def test_user_rows_stay_on_the_nodes_by_default(partition_set: Path, tmp_path: Path) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
+    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=42, run_config=config)
+    final = run(grid, parse_run_config(config), 42)
+    assert final is not None and not read_checkpoint(final).has_user_factors
+    assert all(protocol.USERS not in m.content.array_records for m in grid.sent)
+
+
+def test_resume_continues_rounds_history_and_node_state(
+    partition_set: Path, tmp_path: Path
+) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=2)
+    nodes = _nodes(partition_set, tmp_path / "state")
+    run(DirectGrid(nodes, run_id=43, run_config=config), parse_run_config(config), 43)
+    source = tmp_path / "ckpt" / "43" / "round-0001"
+
+    config = {**config, "num-server-rounds": 3, "resume-from": str(source)}
+    grid = DirectGrid(nodes, run_id=44, run_config=config)
+    final = run(grid, parse_run_config(config), 44)
+    assert final is not None
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert [e["round"] for e in manifest["history"]] == [1, 2, 3]
+    assert manifest["resumed_from"] == str(source.resolve())
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "44").glob("round-*")) == [
+        "round-0002", "round-0003",
+    ]  # fmt: skip
+    # Rounds 2-3 were sent again and the nodes went on with the first run's user rows.
+    assert sorted({int(m.content["config"]["round"]) for m in grid.sent}) == [2, 3]
+    assert {m.content["config"]["state-key"] for m in grid.sent} == {"43"}
+    state = load_state(tmp_path / "state" / "a", "43")
+    assert state is not None and (state.run_id, state.round) == (44, 3)
+
+    with pytest.raises(ConfigError, match="num-server-rounds must be larger"):
+        run(grid, parse_run_config({**config, "num-server-rounds": 1}), 45)
+
+
+def test_a_node_lost_mid_run_does_not_stop_the_run(partition_set: Path, tmp_path: Path) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
+    nodes = _nodes(partition_set, tmp_path / "state")
+    lost = max(nodes)
+    grid = DirectGrid(nodes, run_id=46, run_config=config)
+    grid.drop_after(lost, messages=1)  # answers round 1, then is gone
+    final = run(grid, parse_run_config(config), 46)
+    assert final is not None
+    history = read_checkpoint(final).manifest["history"]
+    assert [e["nodes"] for e in history] == [2, 1, 1]
+
+
+def test_too_few_nodes_fails_with_a_clear_message(partition_set: Path, tmp_path: Path) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
+    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=47, run_config=config)
+    with pytest.raises(FederationError, match="fewer than min-nodes=3.*node-wait-timeout=1 s"):
+        run(grid, parse_run_config(config), 47)
+    assert not grid.sent
+
+
+def test_relative_checkpoint_dir_is_refused(partition_set: Path) -> None:
+    config = _run_config(partition_set, Path("relative/ckpt"))
+    with pytest.raises(ConfigError, match="'checkpoint-dir' must be an absolute path"):
+        run(DirectGrid({}, run_id=48, run_config=config), parse_run_config(config), 48)
+
+
+def _train_message(partition_set: Path, server_round: int) -> Message:
+    catalogue = read_catalogue_csv(partition_set / "items.csv")
+    config = parse_run_config(_run_config(partition_set, Path("/unused")))
+    content = RecordDict(
+        {
+            protocol.ARRAYS: protocol.to_record(
+                init_item_arrays(len(catalogue), config.train_config())
+            ),
+            protocol.CONFIG: ConfigRecord(
+                {
+                    "round": server_round,
+                    "state-key": "49",
+                    "catalogue-fingerprint": catalogue.fingerprint,
+                    "evaluate": False,
+                }
+            ),
+        }
+    )
+    msg = Message(content=content, message_type="train", dst_node_id=5, group_id="1")
+    msg.metadata.__dict__["_message_id"] = msg.object_id
+    return msg
+
+
+def test_client_stale_and_unconfigured_nodes_reply_short_codes(
+    partition_set: Path, tmp_path: Path
+) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt")
+    DirectGrid({}, run_id=49, run_config=config)  # the task identity Message() needs
+    node_config = {"data-path": str(partition_set / "partition-0"), "state-dir": str(tmp_path)}
+
+    def ask(server_round: int, node: dict) -> Message:
+        context = Context(49, 5, dict(node), RecordDict(), dict(config))
+        return client_app(_train_message(partition_set, server_round), context)
+
+    assert not ask(2, node_config).has_error()
+    stale = ask(1, node_config)  # an earlier round, e.g. redelivered after a restart
+    assert stale.has_error() and stale.error.reason == "fedrec:stale"
+    missing = ask(3, {"state-dir": str(tmp_path)})
+    assert missing.has_error() and missing.error.reason == "fedrec:no-partition"
+    broken = ask(3, {**node_config, "data-path": str(tmp_path / "nowhere")})
+    assert broken.error.reason == "fedrec:bad-partition"  # no path, no data in the reply
