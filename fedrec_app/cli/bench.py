@@ -28,6 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, required=True, help="write the results here")
     p.set_defaults(func=_quality)
 
+    t = kinds.add_parser(
+        "training", help="seconds per round: fedrec app vs a no-op app on a real TLS federation"
+    )
+    t.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
+    t.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
+    t.add_argument("--nodes", type=int, default=2, help="SuperNodes (default 2)")
+    t.add_argument("--rounds", type=int, default=3, help="rounds of each app (default 3)")
+    t.add_argument("--seed", type=int, default=0, help="partition seed (default 0)")
+    t.add_argument("--work-dir", type=Path, help="keep the federation's files here")
+    t.add_argument("--json", type=Path, required=True, help="write the results here")
+    t.set_defaults(func=_training)
+    _register_gateway(kinds)
+
 
 def _quality(args: argparse.Namespace) -> int:
     from fedrec_app.bench.quality import run_quality, table
@@ -42,7 +55,71 @@ def _quality(args: argparse.Namespace) -> int:
             rounds=args.rounds, checkpoint=args.checkpoint, timeout=args.timeout,
         )  # fmt: skip
     print(table(result))
-    tmp_json = args.json.with_name(args.json.name + ".tmp")
-    tmp_json.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_json.replace(args.json)
+    _write_json(args.json, result)
+    return 0
+
+
+def _training(args: argparse.Namespace) -> int:
+    from fedrec_app.bench.training import run_training_bench, table
+    from fedrec_app.errors import FedrecError
+
+    if args.nodes < 1 or args.rounds < 1:
+        raise FedrecError("--nodes and --rounds must be >= 1")
+    with tempfile.TemporaryDirectory(prefix="fedrec-bench-training-") as tmp:
+        work = args.work_dir or Path(tmp)
+        result = run_training_bench(args.data, args.split, args.nodes, args.rounds, args.seed, work)
+    print(table(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def _write_json(path: Path, result: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _register_gateway(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "gateway",
+        help="GET /recommend req/s and p50/p99 at several concurrencies: gateway vs seed-style",
+        description="Serve one checkpoint with `fedrec gateway` (one worker) and with the seed's "
+        "approach (Keras predict per request), load both from a separate process on loopback, "
+        "print the table and write JSON + Markdown (same name, .md).",
+    )
+    p.add_argument("--checkpoint", type=Path,
+                   help="a checkpoint with user factors and model.keras (default: a synthetic "
+                   "one of MovieLens-100k size)")  # fmt: skip
+    p.add_argument("--concurrency", default="1,16,64", help="comma-separated (default %(default)s)")
+    p.add_argument("--requests", type=int, default=20_000, help="gateway cap per level")
+    p.add_argument("--duration", type=float, default=10.0, help="gateway seconds cap per level")
+    p.add_argument("--reference-requests", type=int, default=400, help="reference cap per level")
+    p.add_argument("--reference-duration", type=float, default=20.0,
+                   help="reference seconds cap per level")  # fmt: skip
+    p.add_argument("--work-dir", type=Path, help="keep the synthetic checkpoint and server logs")
+    p.add_argument("--json", type=Path, default=Path("bench-results/gateway.json"),
+                   help="write the results here (default %(default)s)")  # fmt: skip
+    p.set_defaults(func=_gateway)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from fedrec_app.bench.gateway import GatewayBenchConfig, run_and_write
+    from fedrec_app.errors import FedrecError
+
+    try:
+        levels = tuple(int(c) for c in args.concurrency.split(","))
+    except ValueError as exc:
+        raise FedrecError(f"--concurrency {args.concurrency!r}: not comma-separated ints") from exc
+    if not levels or min(levels) < 1 or min(args.requests, args.reference_requests) < 1:
+        raise FedrecError("--concurrency, --requests and --reference-requests must be >= 1")
+    cfg = GatewayBenchConfig(
+        checkpoint=args.checkpoint,
+        concurrency=levels,
+        requests=args.requests,
+        duration=args.duration,
+        reference_requests=args.reference_requests,
+        reference_duration=args.reference_duration,
+    )
+    print(run_and_write(cfg, args.json, args.work_dir), end="")
+    print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
     return 0

@@ -1,0 +1,125 @@
+"""A small, fast HTTP/1.1 keep-alive load generator (asyncio streams), run as its own process.
+
+`python -m fedrec_app.bench.loadgen --port P --concurrency C --requests N --duration S PATH…`
+sends GET requests for the PATHs (cycled) over C connections until N requests were answered or S
+seconds passed, then prints one JSON object: requests, failed, seconds, rps, p50_ms, p99_ms.
+Loopback only: it speaks plain HTTP and refuses other hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class _Run:
+    paths: itertools.cycle
+    remaining: int
+    deadline: float
+    latencies: list[float] = field(default_factory=list)
+    failed: int = 0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Status code and whether the server keeps the connection open."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed by the server")
+    status = int(status_line.split()[1])
+    length, keep_alive = 0, True
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            keep_alive = False
+        elif name == b"transfer-encoding":
+            raise ValueError("chunked responses are not supported by this load generator")
+    await reader.readexactly(length)
+    return status, keep_alive
+
+
+async def _connection(host: str, port: int, run: _Run) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while run.remaining > 0 and time.perf_counter() < run.deadline:
+            run.remaining -= 1
+            request = f"GET {next(run.paths)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            start = time.perf_counter()
+            try:
+                writer.write(request)
+                status, keep_alive = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                run.failed += 1
+                keep_alive = False
+            else:
+                run.latencies.append(time.perf_counter() - start)
+                run.failed += status != 200
+            if not keep_alive:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+
+
+async def measure(
+    host: str, port: int, paths: list[str], concurrency: int, requests: int, duration: float
+) -> dict[str, float | int]:
+    """Run the load and summarise it."""
+    if host not in LOOPBACK:
+        raise ValueError(f"{host}: the load generator only targets loopback addresses")
+    run = _Run(itertools.cycle(paths), requests, time.perf_counter() + duration)
+    start = time.perf_counter()
+    await asyncio.gather(*(_connection(host, port, run) for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    lat = np.asarray(run.latencies) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": len(lat),
+        "failed": run.failed,
+        "seconds": round(seconds, 3),
+        "rps": round(len(lat) / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("paths", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop  # optional: a faster event loop (installed with uvicorn[standard])
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(
+        measure(args.host, args.port, args.paths, args.concurrency, args.requests, args.duration)
+    )
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
