@@ -1,0 +1,65 @@
+"""`fedrec bench gateway` parts: the load generator over real HTTP, the report files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fedrec_app.bench.gateway import markdown, write_results
+
+
+def test_load_generator_counts_answers_and_failures(gateway) -> None:
+    port = gateway.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", port, "--concurrency", "4",
+         "--requests", "120", "--duration", "30", "/recommend?user_id=4", "/recommend?user_id=999"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["requests"] == 120
+    assert summary["failed"] == 60  # every other request is an unknown user (404)
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"]
+
+
+def test_load_generator_refuses_other_hosts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrec_app.bench.loadgen", "--host", "example.org", "--port",
+         "80", "--requests", "1", "/"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "loopback" in result.stderr
+
+
+def test_report_files(tmp_path) -> None:
+    def level(c: int, rps: float) -> dict:
+        return {"concurrency": c, "requests": 10, "failed": 0, "seconds": 1.0, "rps": rps,
+                "p50_ms": 1.0, "p99_ms": 2.0}  # fmt: skip
+
+    result = {
+        "checkpoint": "synthetic (ML-100k size)",
+        "num_users": 943,
+        "num_items": 1682,
+        "machine": {"cpus": 2, "load_average_1m": 1.0},
+        "config": {"n": 10},
+        "results": [
+            {"concurrency": 16, "gateway": level(16, 2000.0), "reference": level(16, 10.0),
+             "speedup": 200.0},
+        ],  # fmt: skip
+    }
+    md_path = write_results(result, tmp_path / "out" / "gateway.json")
+    assert json.loads((tmp_path / "out" / "gateway.json").read_text()) == result
+    table = md_path.read_text()
+    assert table == markdown(result)
+    assert "| 16 | 2,000 | 1.0 / 2.0 | 10.0 | 1.0 / 2.0 | 200.0x | 0 / 0 |" in table
+
+
+@pytest.mark.parametrize("value", ["1,x", "0,16", ""])
+def test_cli_refuses_bad_concurrency(value) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrec_app", "bench", "gateway", "--concurrency", value],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--concurrency" in result.stderr
