@@ -26,6 +26,15 @@ class UserRecommendations(BaseModel):
     recommendations: list[Recommendation]
 
 
+class RecommendQuery(BaseModel):
+    """Query parameters of GET /recommend."""
+
+    user_id: int = Field(description="A user the checkpoint holds factors for")
+    n: int = Field(N_DEFAULT, ge=1, le=N_MAX)
+    genre: str | None = Field(None, description="Only movies of this genre")
+    exclude: list[int] = Field([], description="Movie ids to leave out")
+
+
 class Rating(BaseModel):
     model_config = ConfigDict(extra="forbid")
     movie_id: int

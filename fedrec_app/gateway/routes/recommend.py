@@ -13,6 +13,7 @@ from fedrec_app.gateway.schemas import (
     N_MAX,
     FoldInRecommendations,
     FoldInRequest,
+    RecommendQuery,
     Recommendation,
     UserRecommendations,
 )
@@ -24,12 +25,10 @@ router = APIRouter(tags=["recommend"])
 async def recommend_for_user(
     recommender: RecommenderDep,
     settings: SettingsDep,
-    user_id: Annotated[int, Query(description="A user the checkpoint holds factors for")],
-    n: Annotated[int, Query(ge=1, le=N_MAX)] = N_DEFAULT,
-    genre: Annotated[str | None, Query(description="Only movies of this genre")] = None,
-    exclude: Annotated[list[int] | None, Query(description="Movie ids to leave out")] = None,
+    query: Annotated[RecommendQuery, Query()],
 ) -> UserRecommendations:
     """Top-``n`` movies for ``user_id`` by ranking score, predicted rating >= the threshold."""
+    user_id = query.user_id
     if not recommender.has_user_factors:
         raise HTTPException(
             404,
@@ -38,9 +37,9 @@ async def recommend_for_user(
         )
     user = recommender.user(user_id)
     candidates = recommender.candidates(
-        _checked_genre(recommender, genre), recommender.item_rows(exclude or ())
+        _checked_genre(recommender, query.genre), recommender.item_rows(query.exclude)
     )
-    scored = recommender.recommend(user, n, settings.min_rating, candidates)
+    scored = recommender.recommend(user, query.n, settings.min_rating, candidates)
     return UserRecommendations(user_id=user_id, recommendations=_items(recommender, scored))
 
 
