@@ -9,12 +9,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fedrec_app.gateway.deps import RecommenderDep, SettingsDep
 from fedrec_app.gateway.recommender import Recommender, Scored
 from fedrec_app.gateway.schemas import (
-    N_DEFAULT,
-    N_MAX,
     FoldInRecommendations,
     FoldInRequest,
-    RecommendQuery,
     Recommendation,
+    RecommendQuery,
     UserRecommendations,
 )
 
