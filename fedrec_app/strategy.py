@@ -116,7 +116,7 @@ def merge_users(
 def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) -> RoundResult:
     """Per-row weighted average of the train replies, plus summed evaluation sums."""
     updates, users, failures, usable = [], [], [], []
-    loss, examples = 0.0, 0.0
+    loss, examples, slowest = 0.0, 0.0, 0.0
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -138,11 +138,13 @@ def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) ->
         n = float(metrics.get("num-examples", 0.0))
         loss += float(metrics.get("train.loss", 0.0)) * n
         examples += n
+        slowest = max(slowest, float(metrics.get("seconds", 0.0)))
     result = evaluation(usable)
     result.shared = average_rows(previous, updates) if updates else None
     result.users = users
     result.failures = failures
-    result.train = {"train_loss": loss / examples} if examples else {}
+    # node_seconds: the slowest node's own work (evaluate + train), the rest is Flower's.
+    result.train = {"train_loss": loss / examples, "node_seconds": slowest} if examples else {}
     return result
 
 
