@@ -63,9 +63,10 @@ class ModelStore:
             self._signature = signature
             try:
                 new = Recommender.load(resolve_checkpoint(self.source))
-            except (FedrecError, OSError, ValueError) as exc:
+            except Exception as exc:  # whatever is wrong with it, the new checkpoint is refused
                 self.reloads["refused"] += 1
-                log.error("reload refused: %s; still serving %s", exc, describe(self.current))
+                reason = exc if isinstance(exc, FedrecError) else f"{type(exc).__name__}: {exc}"
+                log.error("reload refused: %s; still serving %s", reason, describe(self.current))
                 return False
             self.current = new
             self.reloads["ok"] += 1

@@ -1,0 +1,40 @@
+"""ModelStore: which folder is served, when it reloads, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedrec_app.checkpoint import CheckpointError, point
+from fedrec_app.gateway.store import ModelStore, resolve_checkpoint
+
+
+def test_run_folder_serves_final_else_latest(checkpoint_factory, tmp_path) -> None:
+    run = tmp_path / "run"
+    point(run, "latest", checkpoint_factory(run / "round-0001", round_=1))
+    assert resolve_checkpoint(run) == run / "latest"
+    checkpoint_factory(run / "final", round_=2)
+    assert resolve_checkpoint(run) == run / "final"
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder"):
+        resolve_checkpoint(tmp_path)
+
+
+def test_reload_only_on_change_and_refuses_bad_manifests(checkpoint_factory, tmp_path) -> None:
+    run = tmp_path / "run"
+    point(run, "latest", checkpoint_factory(run / "round-0001", round_=1))
+    store = ModelStore(run / "latest")
+    first = store.current
+    assert store.reload() is False and store.current is first  # nothing changed
+    assert store.reload(force=True) is True and store.current.checkpoint.round == 1
+    # a manifest that parses but is malformed in a way the reader does not expect
+    odd = checkpoint_factory(run / "round-0002", round_=2)
+    manifest = json.loads((odd / "manifest.json").read_text())
+    manifest["catalogue"] = "not an object"
+    (odd / "manifest.json").write_text(json.dumps(manifest))
+    point(run, "latest", odd)
+    served = store.current
+    assert store.reload() is False
+    assert store.current is served and store.reloads == {"ok": 1, "refused": 1}
+    point(run, "latest", checkpoint_factory(run / "round-0003", round_=3))
+    assert store.reload() is True and store.current.checkpoint.round == 3
