@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
+RECONNECTED = r"Connection successful after"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -181,13 +182,19 @@ class LocalFederation:
             self.superlink.stop()
 
     def restart_superlink(self, wait_nodes: bool = True) -> None:
-        """Stop and start the SuperLink on the same database; optionally wait for the nodes."""
+        """Stop and start the SuperLink on the same database; optionally wait until every
+        running SuperNode has reconnected (its log says so: the database still lists nodes
+        `online` for up to a minute after the SuperLink went down)."""
+        running = [n for n in self.nodes.values() if n.process and n.process.alive()]
+        marks = {n.name: n.process.log_mark() for n in running if n.process}
         self.stop_superlink()
         self.start_superlink()
         if wait_nodes:
-            self.wait_online(
-                [n.name for n in self.nodes.values() if n.process and n.process.alive()]
-            )
+            for node in running:
+                assert node.process is not None
+                node.process.wait_for_log(RECONNECTED, self.max_wait_time,
+                                          since=marks[node.name])
+            self.wait_online([n.name for n in running])
 
     # ------------------------------------------------------------------ SuperNodes
     def node_command(self, name: str, **overrides: object) -> SuperNodeCommand:

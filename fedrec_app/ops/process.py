@@ -80,14 +80,21 @@ class ManagedProcess:
         log.debug("started %s pid %d, log %s", self.name, self._popen.pid, self.log_path)
         return self
 
-    def log_text(self, since_start: bool = True) -> str:
-        """The log written since this process last started (or the whole file)."""
+    def log_text(self, since: int | None = None) -> str:
+        """The log from byte `since` (default: since this process last started; 0: all)."""
         try:
             with self.log_path.open("rb") as handle:
-                handle.seek(self._log_offset if since_start else 0)
+                handle.seek(self._log_offset if since is None else since)
                 return handle.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_mark(self) -> int:
+        """The log's current size: pass it to `wait_for_log(since=…)` to see only what follows."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -98,12 +105,15 @@ class ManagedProcess:
             f"log {self.log_path}:\n{self.log_tail()}"
         )
 
-    def wait_for_log(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Wait until `pattern` (a regex) appears in the log since start; fail if it exits."""
+    def wait_for_log(
+        self, pattern: str, timeout: float, since: int | None = None
+    ) -> re.Match[str]:
+        """Wait until `pattern` (a regex) appears in the log (since start, or since byte
+        `since`); fail at once if the process exits."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            match = regex.search(self.log_text())
+            match = regex.search(self.log_text(since))
             if match:
                 return match
             if not self.alive():

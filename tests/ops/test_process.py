@@ -79,7 +79,7 @@ def test_wait_for_log_reports_early_exit_with_log_tail(tmp_path: Path) -> None:
     proc.start()
     assert proc.wait_exit(timeout=20) == 1
     assert proc.log_text().count("2004") == 1
-    assert proc.log_text(since_start=False).count("\n[code: 2004] refused") == 2
+    assert proc.log_text(since=0).count("\n[code: 2004] refused") == 2
 
 
 def test_wait_for_log_times_out(tmp_path: Path) -> None:
