@@ -30,6 +30,7 @@ class RunConfig:
     local_epochs: int
     batch_size: int
     learning_rate: float
+    lr_decay: float
     embedding_dim: int
     rank_dim: int
     l2_rating: float
@@ -54,8 +55,9 @@ class RunConfig:
         """The config as run-config keys (kebab-case), e.g. for a checkpoint manifest."""
         return {key.replace("_", "-"): value for key, value in asdict(self).items()}
 
-    def train_config(self) -> TrainConfig:
-        """The model/local-training hyperparameters of this run."""
+    def train_config(self, server_round: int = 1) -> TrainConfig:
+        """The model/local-training hyperparameters of this run, at ``server_round``
+        (the learning rate is ``learning-rate * lr-decay ** (round - 1)``)."""
         from fedrec_app.training import TrainConfig
 
         return TrainConfig(
@@ -65,7 +67,7 @@ class RunConfig:
             l2_bias=self.l2_bias,
             l2_ranking=self.l2_ranking,
             negatives=self.negatives,
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate * self.lr_decay ** (server_round - 1),
             batch_size=self.batch_size,
             local_epochs=self.local_epochs,
             seed=self.seed,
@@ -104,6 +106,8 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         _require(values[name] >= 0, name, values[name], "must be >= 0")
     _require(values["negatives"] >= 1, "negatives", values["negatives"], "must be >= 1")
     _require(values["min_nodes"] >= 1, "min_nodes", values["min_nodes"], "must be >= 1")
+    decay = values["lr_decay"]
+    _require(0 < decay <= 1, "lr_decay", decay, "must lie in (0, 1]")
     fraction = values["fraction_train"]
     _require(0 < fraction <= 1, "fraction_train", fraction, "must lie in (0, 1]")
     _require(

@@ -110,7 +110,7 @@ def train_round(
     state = load_state(setup.state_dir, order.state_key)
     if state is not None and state.run_id == run_id and state.round >= order.round:
         raise NodeFailure("stale", f"round {order.round}: this node already trained {state.round}")
-    tcfg = run_cfg.train_config()
+    tcfg = run_cfg.train_config(order.round)
     users = _user_arrays(state, part, tcfg)
     metrics: dict[str, float] = {}
     if order.evaluate:
