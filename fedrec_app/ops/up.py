@@ -42,6 +42,7 @@ STEPS = (
 DEFAULT_NODES = 3
 DEFAULT_ROUNDS = 6
 DEFAULT_LOCAL_EPOCHS = 2
+STATUS_EVERY = 60.0  # seconds between `flwr ls` checks while the log stream runs
 SHOWN_METRICS = ("rmse", "mae", "ndcg@10", "hr@10")
 _SERVER_LINE = re.compile(r"\bfedrec_app\.[\w.]+: (.*)$|\b(ERROR|WARNING)\s*:\s*(.*)$")
 _MODEL_LINE = re.compile(r"^model of round (\d+): (.*)$")
@@ -179,7 +180,7 @@ class Launch:
         from fedrec_app.data.movielens import download
         from fedrec_app.data.partition import make_partitions, partition_dir_name
         from fedrec_app.ops.certs import make_certs, make_node_keys
-        from fedrec_app.ops.federation import LocalFederation, free_port
+        from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
 
         opt = self.options
         opt.check()
@@ -240,8 +241,12 @@ class Launch:
         with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
             for name in fed.nodes:
                 fed.start_node(name, wait=False)
-            fed.wait_online()
-            self.say(f"      all {opt.nodes} online (logs in {fed.logs})")
+            for node in fed.nodes.values():  # activated: the node logs the id it registered as
+                match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
+                if match.group(1) != node.node_id:
+                    raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
+                                      f"registered as {node.node_id}")
+            self.say(f"      all {opt.nodes} connected (logs in {fed.logs})")
 
         checkpoints = self.work / "checkpoints"
         run_config: dict[str, ConfigValue] = {
@@ -281,7 +286,7 @@ class Launch:
                                        fed.logs / f"run-{run_id}.log").start()
         deadline = time.monotonic() + self.options.run_timeout
         shown = 0
-        next_check = time.monotonic() + 30.0
+        next_check = time.monotonic() + STATUS_EVERY
         while True:
             lines = self.follower.log_text().splitlines()
             for line in lines[shown:]:
@@ -297,7 +302,7 @@ class Launch:
                 if not self.follower.alive():  # stream ended early: start it again
                     self.follower.start()
                     shown = 0
-                next_check = now + 30.0
+                next_check = now + STATUS_EVERY
             if now > deadline:
                 fed.cli.stop(run_id)
                 raise FedrecError(f"run {run_id} did not finish within "
@@ -375,8 +380,9 @@ def _final_metrics(final: Path) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt (main thread only), so it stops things in order."""
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (main thread only), so they stop things in
+    order; also when SIGINT was ignored at start (a background job of a script)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -384,11 +390,12 @@ def interrupt_on_sigterm() -> Iterator[None]:
     def _raise(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -409,7 +416,7 @@ def up(options: UpOptions, say: Callable[[str], None] = log.info,
        on_ready: Callable[[Launch], None] | None = None) -> Launch:
     """Launch everything, call `on_ready`, serve until Ctrl+C; always stop what was started."""
     launch = Launch(options, say)
-    with interrupt_on_sigterm():
+    with interrupt_on_signals():
         try:
             launch.start()
             say(launch.progress.summary())

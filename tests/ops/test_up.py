@@ -92,16 +92,19 @@ def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return archive, hashlib.md5(archive.read_bytes()).hexdigest()
 
 
-def _start_up(tmp_path: Path, synthetic_zip: tuple[Path, str], port: int,
-              rounds: int) -> tuple[subprocess.Popen, Path, Path]:
+def _start_up(tmp_path: Path, synthetic_zip: tuple[Path, str], port: int, rounds: int,
+              sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path, Path]:
     archive, md5 = synthetic_zip
     work, out = tmp_path / "work", tmp_path / "up.out"
     argv = [sys.executable, "run_app.py", "--nodes", "2", "--rounds", str(rounds),
             "--local-epochs", "1", "--work", str(work), "--data", str(tmp_path / "data"),
             "--zip", str(archive), "--md5", md5, "--port", str(port)]
     with out.open("wb") as handle:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sigint_ignored else None,
+        )
     return proc, work, out
 
 
@@ -159,7 +162,9 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
 def test_ctrl_c_while_training_leaves_nothing_behind(
     tmp_path: Path, synthetic_zip: tuple[Path, str]
 ) -> None:
-    proc, work, out = _start_up(tmp_path, synthetic_zip, free_port(), rounds=50)
+    # Started the way a script's background job is (SIGINT ignored): Ctrl+C must still work.
+    proc, work, out = _start_up(tmp_path, synthetic_zip, free_port(), rounds=50,
+                                sigint_ignored=True)
     try:
         wait_for_output(out, "[9/10] train:", 300, alive=lambda: proc.poll() is None)
         assert _interrupt(proc, work) == 130
