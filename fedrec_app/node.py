@@ -114,7 +114,9 @@ def train_round(
     users = _user_arrays(state, part, tcfg)
     metrics: dict[str, float] = {}
     if order.evaluate:
+        eval_started = time.perf_counter()
         metrics.update(protocol.eval_metrics(_evaluate(shared, users, part), order.round - 1))
+        metrics["eval-seconds"] = time.perf_counter() - eval_started
     result = train_local(
         shared,
         users,
@@ -130,6 +132,7 @@ def train_round(
             "train.loss": float(result.metrics.get("loss", float("nan"))),
             "num-examples": float(len(part.train)),
             "num-users": float(len(result.user_arrays["user_ids"])),
+            "train-seconds": float(result.metrics.get("seconds", 0.0)),
             "seconds": time.perf_counter() - started,
         }
     )

@@ -31,6 +31,13 @@ from fedrec_app.training import average_rows
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+# Node timings in a train reply -> round metrics (the slowest node's): a node's whole handler
+# (partition load, TensorFlow import, evaluation, training), its evaluation and its training.
+_NODE_TIMES = {
+    "seconds": "node_seconds",
+    "eval-seconds": "node_eval_seconds",
+    "train-seconds": "node_train_seconds",
+}
 
 
 class FederationError(FedrecError):
@@ -116,7 +123,7 @@ def merge_users(
 def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) -> RoundResult:
     """Per-row weighted average of the train replies, plus summed evaluation sums."""
     updates, users, failures, usable = [], [], [], []
-    loss, examples, slowest = 0.0, 0.0, 0.0
+    loss, examples, slowest = 0.0, 0.0, {}
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -138,13 +145,13 @@ def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) ->
         n = float(metrics.get("num-examples", 0.0))
         loss += float(metrics.get("train.loss", 0.0)) * n
         examples += n
-        slowest = max(slowest, float(metrics.get("seconds", 0.0)))
+        for key, name in _NODE_TIMES.items():
+            slowest[name] = max(slowest.get(name, 0.0), float(metrics.get(key, 0.0)))
     result = evaluation(usable)
     result.shared = average_rows(previous, updates) if updates else None
     result.users = users
     result.failures = failures
-    # node_seconds: the slowest node's own work (evaluate + train), the rest is Flower's.
-    result.train = {"train_loss": loss / examples, "node_seconds": slowest} if examples else {}
+    result.train = {"train_loss": loss / examples, **slowest} if examples else {}
     return result
 
 
