@@ -98,9 +98,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -> Iterator[str]:
-    """Start a server process, wait for /healthz, yield its URL, stop it."""
+def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -> Iterator[int]:
+    """Start a server process, wait for /healthz, yield its pid, stop it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log_path, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -119,7 +125,7 @@ def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -
             if time.monotonic() > deadline:
                 raise FedrecError(f"{' '.join(command[:3])}: no /healthz after {timeout:.0f} s")
             time.sleep(0.2)
-        yield url
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -143,12 +149,27 @@ def _load(port: int, paths: list[str], concurrency: int, requests: int, duration
 
 
 def _measure(
-    port: int, paths: list[str], levels: Sequence[int], requests: int, duration: float
+    pid: int,
+    port: int,
+    paths: list[str],
+    levels: Sequence[int],
+    requests: int,
+    duration: float,
 ) -> list[dict]:
+    """Each level's load summary plus the server's CPU milliseconds per answered request.
+
+    CPU per request does not depend on what else runs on the machine: 1000 / it is the
+    requests per second one dedicated core could serve.
+    """
     _load(port, paths, 4, max(20, requests // 20), duration / 2)  # warm-up
     results = []
     for concurrency in levels:
+        cpu_before = process_cpu_seconds(pid)
         result = _load(port, paths, concurrency, requests, duration)
+        cpu = process_cpu_seconds(pid) - cpu_before
+        result["server_cpu_ms_per_request"] = (
+            round(1000 * cpu / result["requests"], 3) if result["requests"] else None
+        )
         log.info("concurrency %d: %s", concurrency, result)
         results.append(result)
     return results
@@ -168,14 +189,14 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
     port = _free_port()
     gateway_cmd = [python, "-m", "fedrec_app", "gateway", "--checkpoint", str(ckpt.path),
                    "--port", str(port)]  # fmt: skip
-    with _server(gateway_cmd, port, work / "gateway.log", timeout=60):
-        gateway = _measure(port, paths, cfg.concurrency, cfg.requests, cfg.duration)
+    with _server(gateway_cmd, port, work / "gateway.log", timeout=60) as pid:
+        gateway = _measure(pid, port, paths, cfg.concurrency, cfg.requests, cfg.duration)
     port = _free_port()
     reference_cmd = [python, "-m", "fedrec_app.bench.reference", "--checkpoint", str(ckpt.path),
                      "--port", str(port)]  # fmt: skip
-    with _server(reference_cmd, port, work / "reference.log", timeout=180):
+    with _server(reference_cmd, port, work / "reference.log", timeout=180) as pid:
         reference = _measure(
-            port, paths, cfg.concurrency, cfg.reference_requests, cfg.reference_duration
+            pid, port, paths, cfg.concurrency, cfg.reference_requests, cfg.reference_duration
         )
     rows = []
     for g, r in zip(gateway, reference, strict=True):
@@ -211,14 +232,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['machine']['cpus']} CPUs, load average {result['machine']['load_average_1m']}.",
         "",
         "| concurrency | gateway req/s | gateway p50 / p99 ms | reference req/s "
-        "| reference p50 / p99 ms | speed-up | failed (gw / ref) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| reference p50 / p99 ms | speed-up | server CPU ms/request (gw / ref) "
+        "| failed (gw / ref) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["results"]:
         g, r = row["gateway"], row["reference"]
         lines.append(
             f"| {row['concurrency']} | {g['rps']:,.0f} | {g['p50_ms']} / {g['p99_ms']} "
             f"| {r['rps']:,.1f} | {r['p50_ms']} / {r['p99_ms']} | {row['speedup']}x "
+            f"| {g.get('server_cpu_ms_per_request')} / {r.get('server_cpu_ms_per_request')} "
             f"| {g['failed']} / {r['failed']} |"
         )
     return "\n".join(lines) + "\n"

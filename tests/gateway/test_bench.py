@@ -24,6 +24,19 @@ def test_load_generator_counts_answers_and_failures(gateway) -> None:
     assert 0 < summary["p50_ms"] <= summary["p99_ms"]
 
 
+def test_process_cpu_seconds_grows() -> None:
+    import os
+    import time
+
+    from fedrec_app.bench.gateway import process_cpu_seconds
+
+    before = process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert process_cpu_seconds(os.getpid()) > before
+
+
 def test_load_generator_refuses_other_hosts() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "fedrec_app.bench.loadgen", "--host", "example.org", "--port",
@@ -34,9 +47,9 @@ def test_load_generator_refuses_other_hosts() -> None:
 
 
 def test_report_files(tmp_path) -> None:
-    def level(c: int, rps: float) -> dict:
+    def level(c: int, rps: float, cpu_ms: float) -> dict:
         return {"concurrency": c, "requests": 10, "failed": 0, "seconds": 1.0, "rps": rps,
-                "p50_ms": 1.0, "p99_ms": 2.0}  # fmt: skip
+                "p50_ms": 1.0, "p99_ms": 2.0, "server_cpu_ms_per_request": cpu_ms}  # fmt: skip
 
     result = {
         "checkpoint": "synthetic (ML-100k size)",
@@ -45,15 +58,15 @@ def test_report_files(tmp_path) -> None:
         "machine": {"cpus": 2, "load_average_1m": 1.0},
         "config": {"n": 10},
         "results": [
-            {"concurrency": 16, "gateway": level(16, 2000.0), "reference": level(16, 10.0),
-             "speedup": 200.0},
+            {"concurrency": 16, "gateway": level(16, 2000.0, 0.5),
+             "reference": level(16, 10.0, 90.0), "speedup": 200.0},
         ],  # fmt: skip
     }
     md_path = write_results(result, tmp_path / "out" / "gateway.json")
     assert json.loads((tmp_path / "out" / "gateway.json").read_text()) == result
     table = md_path.read_text()
     assert table == markdown(result)
-    assert "| 16 | 2,000 | 1.0 / 2.0 | 10.0 | 1.0 / 2.0 | 200.0x | 0 / 0 |" in table
+    assert "| 16 | 2,000 | 1.0 / 2.0 | 10.0 | 1.0 / 2.0 | 200.0x | 0.5 / 90.0 | 0 / 0 |" in table
 
 
 @pytest.mark.parametrize("value", ["1,x", "0,16", ""])
