@@ -303,6 +303,7 @@ class Launch:
                     self.follower.start()
                     shown = 0
                 next_check = now + STATUS_EVERY
+            _check_alive(fed, run_id)
             if now > deadline:
                 fed.cli.stop(run_id)
                 raise FedrecError(f"run {run_id} did not finish within "
@@ -366,6 +367,21 @@ class Launch:
             stopped.append("supernodes, superlink")
         if stopped:
             self.say(f"stopped: {', '.join(stopped)}")
+
+
+def _check_alive(fed, run_id: str) -> None:
+    """Fail at once (stopping the run) when the SuperLink or a SuperNode has died."""
+    processes = [fed.superlink, *(n.process for n in fed.nodes.values())]
+    dead = [p for p in processes if p is not None and not p.alive()]
+    if not dead:
+        return
+    if fed.superlink.alive():
+        with contextlib.suppress(FedrecError):
+            fed.cli.stop(run_id)
+    raise FedrecError(
+        f"{dead[0].name} exited (code {dead[0].returncode}) during run {run_id}. "
+        f"Its log {dead[0].log_path}:\n{dead[0].log_tail(25)}"
+    )
 
 
 def _final_metrics(final: Path) -> dict[str, float]:

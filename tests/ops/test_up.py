@@ -175,3 +175,23 @@ def test_ctrl_c_while_training_leaves_nothing_behind(
     assert "interrupted: stopping what was started" in text
     assert "stopped: follower, supernodes, superlink" in text
     assert "[10/10]" not in text
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_failed_run_stops_the_launch_with_the_runs_own_error(
+    tmp_path: Path, synthetic_zip: tuple[Path, str]
+) -> None:
+    archive, md5 = synthetic_zip
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "fedrec_app", "up", "--nodes", "2", "--rounds", "1",
+            "--work", str(work), "--data", str(tmp_path / "data"), "--zip", str(archive),
+            "--md5", md5, "--port", str(free_port()),
+            "--run-config", f"catalogue='{tmp_path / 'missing' / 'items.csv'}'"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ended finished:failed: ServerApp failed with exception" in done.stderr
+    assert "missing/items.csv" in done.stderr and "ServerApp log (tail)" in done.stderr
+    assert "[10/10]" not in done.stdout
+    assert "stopped: follower, supernodes, superlink" in done.stdout
+    assert not wait_gone(str(work), timeout=10)
