@@ -112,7 +112,7 @@ class LocalFederation:
         log.info("%s: %.1f s", step, self.timings[step])
 
     def start(self) -> None:
-        """Certs + keys (if missing), SuperLink, register keys, SuperNodes, all online."""
+        """Certs + keys (if missing), SuperLink, register keys, SuperNodes (all activated)."""
         t = time.monotonic()
         self.make_credentials()
         self._timed("certs+keys", t)
@@ -125,18 +125,19 @@ class LocalFederation:
         t = time.monotonic()
         for name in self.nodes:
             self.start_node(name, wait=False)
-        for name in self.nodes:
+        for name in self.nodes:  # "SuperNode ID: <registered id>" = activated, i.e. online
             self._wait_node(name)
-        self.wait_online()
         self._timed("supernodes", t)
 
     def close(self) -> None:
         """Stop the SuperNodes (in parallel), then the SuperLink; nothing is left running."""
         running = [n.process for n in self.nodes.values() if n.process is not None]
-        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-            list(pool.map(lambda p: p.stop(), running))
-        if self.superlink is not None:
-            self.superlink.stop()
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+                list(pool.map(lambda p: p.stop(), running))
+        finally:  # even if interrupted again: the SuperLink never outlives the harness
+            if self.superlink is not None:
+                self.superlink.stop()
 
     # ------------------------------------------------------------------ credentials
     def make_credentials(self) -> None:
@@ -147,10 +148,17 @@ class LocalFederation:
             make_node_keys(self.certs.out / "nodes", missing)
 
     def register(self) -> None:
-        """Register every node key not registered yet (registrations live in state.db)."""
-        for node in self.nodes.values():
-            if node.node_id is None:
-                node.node_id = self.cli.register(node.key.public)
+        """Register every node key not registered yet (registrations live in state.db).
+
+        In parallel: each `flwr` call is mostly Python start-up (2-7 s on a busy machine).
+        """
+        todo = [node for node in self.nodes.values() if node.node_id is None]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            ids = list(pool.map(lambda node: self.cli.register(node.key.public), todo))
+        for node, node_id in zip(todo, ids, strict=True):
+            node.node_id = node_id
 
     # ------------------------------------------------------------------ SuperLink
     @property

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from launch_helpers import wait_gone
 
 from fedrec_app.ops.certs import make_certs, make_node_keys
 from fedrec_app.ops.federation import LocalFederation
@@ -31,23 +32,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory):
         yield f
     for proc in [f.superlink, *(n.process for n in f.nodes.values())]:
         assert proc is not None and not proc.alive()
-    # nothing left behind: no SuperExec / app process still talks to one of our ports
-    ports = [f.port, *(n.runtime_port for n in f.nodes.values())]
-    assert _processes_mentioning([f"127.0.0.1:{port}" for port in ports]) == []
-
-
-def _processes_mentioning(needles: list[str]) -> list[str]:
-    """Command lines of living (non-zombie) processes that contain one of `needles`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            zombie = "State:\tZ" in (entry / "status").read_text()
-        except OSError:
-            continue
-        if not zombie and any(needle in cmdline for needle in needles):
-            found.append(cmdline)
-    return found
+    # nothing left behind: no process carries the work dir (FLWR_HOME, arguments)
+    assert wait_gone(str(f.work_dir), timeout=0) == []
 
 
 def _online(fed: LocalFederation) -> set[str]:
