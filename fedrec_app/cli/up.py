@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedrec_app.ops.up import DEFAULT_LOCAL_EPOCHS, DEFAULT_NODES, DEFAULT_ROUNDS  # stdlib only
+from fedrec_app.ops.up import (  # stdlib only at import time
+    DEFAULT_LOCAL_EPOCHS,
+    DEFAULT_NODES,
+    DEFAULT_ROUNDS,
+    Launch,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_ready(launch) -> None:
+def _show_ready(launch: Launch) -> None:
+    """The URL, a sample curl and its answer."""
     url, answer = launch.sample()
     print(f"\nThe gateway is up: {launch.url}/  (API docs {launch.url}/docs)")
     print(f'Try:  curl "{url}"')

@@ -27,9 +27,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedrec_app.errors import FedrecError
 from fedrec_app.ops.flower import COMPLETED, FINISHED, ConfigValue, flower_bin
+
+if TYPE_CHECKING:
+    from fedrec_app.ops.federation import LocalFederation
+    from fedrec_app.ops.process import ManagedProcess
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +168,9 @@ class Launch:
     options: UpOptions
     say: Callable[[str], None] = log.info
     progress: Progress = field(init=False)
-    federation: object | None = None
-    follower: object | None = None
-    gateway: object | None = None
+    federation: LocalFederation | None = None
+    follower: ManagedProcess | None = None
+    gateway: ManagedProcess | None = None
     run_id: str | None = None
     final: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -194,7 +199,8 @@ class Launch:
         with self.progress.step("data", f"MovieLens 100k in {opt.data}"):
             extra = {"md5": opt.md5} if opt.md5 else {}
             got = download(opt.data, zip_path=opt.zip_path, **extra)
-            state = "already there" if got.already_present else "downloaded and verified"
+            source = opt.zip_path or "the download"
+            state = "already there" if got.already_present else f"extracted from {source}"
             self.say(f"      {got.folder}: {state} ({got.counts.ratings} ratings, "
                      f"{got.counts.users} users, {got.counts.items} movies)")
 
@@ -277,7 +283,7 @@ class Launch:
         with self.progress.step("gateway", f"serving {self.final}"):
             self._start_gateway(self.final)
 
-    def _follow(self, fed, run_id: str) -> dict:
+    def _follow(self, fed: LocalFederation, run_id: str) -> dict:
         """Show the ServerApp's lines while the run trains; its final `flwr ls` record."""
         from fedrec_app.ops.process import ManagedProcess
 
@@ -312,7 +318,7 @@ class Launch:
         self.follower.stop()
         return record
 
-    def _server_log_tail(self, fed, lines: int = 40) -> str:
+    def _server_log_tail(self, fed: LocalFederation, lines: int = 40) -> str:
         assert self.run_id is not None
         with contextlib.suppress(FedrecError):
             return "\n".join(_ANSI.sub("", fed.cli.log(self.run_id)).splitlines()[-lines:])
@@ -369,7 +375,7 @@ class Launch:
             self.say(f"stopped: {', '.join(stopped)}")
 
 
-def _check_alive(fed, run_id: str) -> None:
+def _check_alive(fed: LocalFederation, run_id: str) -> None:
     """Fail at once (stopping the run) when the SuperLink or a SuperNode has died."""
     processes = [fed.superlink, *(n.process for n in fed.nodes.values())]
     dead = [p for p in processes if p is not None and not p.alive()]
