@@ -135,13 +135,17 @@ def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -
             process.wait()
 
 
-def _load(port: int, paths: list[str], concurrency: int, requests: int, duration: float) -> dict:
-    """One load-generator process run; its JSON summary."""
+REQUEST_TIMEOUT = 30.0  # seconds; a request not answered by then counts as failed
+
+
+def _load(port: int, paths: Path, concurrency: int, requests: int, duration: float) -> dict:
+    """One load-generator process run over the paths in the file ``paths``; its JSON summary."""
     result = subprocess.run(
         [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", str(port),
          "--concurrency", str(concurrency), "--requests", str(requests),
-         "--duration", str(duration), *paths],
-        capture_output=True, text=True, timeout=duration + 120, check=False,
+         "--duration", str(duration), "--timeout", str(REQUEST_TIMEOUT),
+         "--paths-file", str(paths)],
+        capture_output=True, text=True, timeout=duration + REQUEST_TIMEOUT + 60, check=False,
     )  # fmt: skip
     if result.returncode != 0:
         raise FedrecError(f"load generator failed: {result.stderr[-2000:]}")
@@ -151,7 +155,7 @@ def _load(port: int, paths: list[str], concurrency: int, requests: int, duration
 def _measure(
     pid: int,
     port: int,
-    paths: list[str],
+    paths: Path,
     levels: Sequence[int],
     requests: int,
     duration: float,
@@ -183,8 +187,10 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         raise FedrecError(f"{checkpoint}: no user factors; GET /recommend needs them")
     if not (ckpt.path / MODEL).is_file():
         raise FedrecError(f"{ckpt.path / MODEL}: missing; the seed-style reference needs it")
-    users = ckpt.arrays["user_ids"][:500]
-    paths = [f"/recommend?user_id={int(u)}&n={cfg.n}" for u in users]
+    paths = work / "paths.txt"
+    paths.write_text(
+        "".join(f"/recommend?user_id={int(u)}&n={cfg.n}\n" for u in ckpt.arrays["user_ids"])
+    )
     python = sys.executable
     port = _free_port()
     gateway_cmd = [python, "-m", "fedrec_app", "gateway", "--checkpoint", str(ckpt.path),

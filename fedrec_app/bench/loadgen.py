@@ -1,9 +1,10 @@
 """A small, fast HTTP/1.1 keep-alive load generator (asyncio streams), run as its own process.
 
 `python -m fedrec_app.bench.loadgen --port P --concurrency C --requests N --duration S PATH…`
-sends GET requests for the PATHs (cycled) over C connections until N requests were answered or S
-seconds passed, then prints one JSON object: requests, failed, seconds, rps, p50_ms, p99_ms.
-Loopback only: it speaks plain HTTP and refuses other hosts.
+(or ``--paths-file F``, one path a line) sends GET requests for the paths (cycled) over C
+connections until N requests were sent or S seconds passed, then prints one JSON object:
+requests (answered), failed (non-200 or no answer within ``--timeout``), seconds, rps, p50_ms,
+p99_ms. Loopback only: it speaks plain HTTP and refuses other hosts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,7 @@ class _Run:
     paths: itertools.cycle
     remaining: int
     deadline: float
+    timeout: float
     latencies: list[float] = field(default_factory=list)
     failed: int = 0
 
@@ -61,9 +64,10 @@ async def _connection(host: str, port: int, run: _Run) -> None:
             request = f"GET {next(run.paths)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             start = time.perf_counter()
             try:
-                writer.write(request)
-                status, keep_alive = await _read_response(reader)
-            except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                async with asyncio.timeout(run.timeout):
+                    writer.write(request)
+                    status, keep_alive = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError):
                 run.failed += 1
                 keep_alive = False
             else:
@@ -77,12 +81,18 @@ async def _connection(host: str, port: int, run: _Run) -> None:
 
 
 async def measure(
-    host: str, port: int, paths: list[str], concurrency: int, requests: int, duration: float
+    host: str,
+    port: int,
+    paths: list[str],
+    concurrency: int,
+    requests: int,
+    duration: float,
+    timeout: float = 30.0,
 ) -> dict[str, float | int]:
     """Run the load and summarise it."""
     if host not in LOOPBACK:
         raise ValueError(f"{host}: the load generator only targets loopback addresses")
-    run = _Run(itertools.cycle(paths), requests, time.perf_counter() + duration)
+    run = _Run(itertools.cycle(paths), requests, time.perf_counter() + duration, timeout)
     start = time.perf_counter()
     await asyncio.gather(*(_connection(host, port, run) for _ in range(concurrency)))
     seconds = time.perf_counter() - start
@@ -105,8 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument("--paths-file", type=Path, help="more paths, one a line")
+    parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
+    paths = list(args.paths)
+    if args.paths_file:
+        paths += [line for line in args.paths_file.read_text().splitlines() if line.strip()]
+    if not paths:
+        parser.error("no paths to request")
     try:
         import uvloop  # optional: a faster event loop (installed with uvicorn[standard])
 
@@ -114,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     result = asyncio.run(
-        measure(args.host, args.port, args.paths, args.concurrency, args.requests, args.duration)
+        measure(
+            args.host, args.port, paths, args.concurrency, args.requests, args.duration,
+            args.timeout,
+        )  # fmt: skip
     )
     json.dump(result, sys.stdout)
     print()

@@ -11,11 +11,14 @@ import pytest
 from fedrec_app.bench.gateway import markdown, write_results
 
 
-def test_load_generator_counts_answers_and_failures(gateway) -> None:
+def test_load_generator_counts_answers_and_failures(gateway, tmp_path) -> None:
     port = gateway.url.rsplit(":", 1)[1]
+    paths = tmp_path / "paths.txt"
+    paths.write_text("/recommend?user_id=999\n")
     result = subprocess.run(
         [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", port, "--concurrency", "4",
-         "--requests", "120", "--duration", "30", "/recommend?user_id=4", "/recommend?user_id=999"],
+         "--requests", "120", "--duration", "30", "--paths-file", str(paths),
+         "/recommend?user_id=4"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     summary = json.loads(result.stdout)
