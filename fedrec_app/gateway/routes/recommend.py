@@ -67,9 +67,8 @@ def _checked_genre(recommender: Recommender, genre: str | None) -> str | None:
 
 
 def _items(recommender: Recommender, scored: list[Scored]) -> list[Recommendation]:
-    # Built from trusted numbers and the catalogue: construct without re-validating.
     return [
-        Recommendation.model_construct(
+        Recommendation(
             **recommender.items[s.row], predicted_rating=round(s.rating, 1), score=s.score
         )
         for s in scored
