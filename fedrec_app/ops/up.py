@@ -45,8 +45,8 @@ STEPS = (
 )  # fmt: skip
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
 DEFAULT_NODES = 3
-DEFAULT_ROUNDS = 6
-DEFAULT_LOCAL_EPOCHS = 2
+DEFAULT_ROUNDS = 5
+DEFAULT_LOCAL_EPOCHS = 5
 STATUS_EVERY = 60.0  # seconds between `flwr ls` checks while the log stream runs
 SHOWN_METRICS = ("rmse", "mae", "ndcg@10", "hr@10")
 _SERVER_LINE = re.compile(r"\bfedrec_app\.[\w.]+: (.*)$|\b(ERROR|WARNING)\s*:\s*(.*)$")
