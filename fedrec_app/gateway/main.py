@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -110,6 +111,10 @@ def serve(
     # 2-core machine a fold-in went from about 2 ms to over 100 ms with them).
     threadpool_limits(limits=1, user_api="blas")
     app = create_app(settings)
+    # The catalogue and framework objects live as long as the process: keep the cyclic garbage
+    # collector from walking them again and again (shorter pauses, a steadier p99).
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         app,
         host=host,
