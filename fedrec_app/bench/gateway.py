@@ -181,6 +181,7 @@ def _measure(
 
 def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
     """Measure the gateway, then the seed-style reference, on the same checkpoint and paths."""
+    load_before = os.getloadavg()[0]
     checkpoint = cfg.checkpoint or synthetic_checkpoint(work / "final")
     ckpt = read_checkpoint(checkpoint)
     if not ckpt.has_user_factors:
@@ -223,7 +224,7 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
         "config": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
         "results": rows,
@@ -235,7 +236,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"GET /recommend (n={result['config']['n']}), {result['checkpoint']}: "
         f"{result['num_users']} users, {result['num_items']} items; "
-        f"{result['machine']['cpus']} CPUs, load average {result['machine']['load_average_1m']}.",
+        f"{result['machine']['cpus']} CPUs, 1-minute load average "
+        f"{' → '.join(str(x) for x in result['machine']['load_average_1m'])} (before → after).",
         "",
         "| concurrency | gateway req/s | gateway p50 / p99 ms | reference req/s "
         "| reference p50 / p99 ms | speed-up | server CPU ms/request (gw / ref) "

@@ -58,7 +58,7 @@ def test_report_files(tmp_path) -> None:
         "checkpoint": "synthetic (ML-100k size)",
         "num_users": 943,
         "num_items": 1682,
-        "machine": {"cpus": 2, "load_average_1m": 1.0},
+        "machine": {"cpus": 2, "load_average_1m": [1.0, 1.5]},
         "config": {"n": 10},
         "results": [
             {"concurrency": 16, "gateway": level(16, 2000.0, 0.5),
@@ -69,6 +69,7 @@ def test_report_files(tmp_path) -> None:
     assert json.loads((tmp_path / "out" / "gateway.json").read_text()) == result
     table = md_path.read_text()
     assert table == markdown(result)
+    assert "load average 1.0 → 1.5" in table
     assert "| 16 | 2,000 | 1.0 / 2.0 | 10.0 | 1.0 / 2.0 | 200.0x | 0.5 / 90.0 | 0 / 0 |" in table
 
 
