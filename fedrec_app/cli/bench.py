@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--json", type=Path, required=True, help="write the results here")
     t.set_defaults(func=_training)
     _register_gateway(kinds)
+    _register_foldin(kinds)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -122,4 +123,25 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     print(run_and_write(cfg, args.json, args.work_dir), end="")
     print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
+    return 0
+
+
+def _register_foldin(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "fold-in",
+        help="POST /recommend's fold-in against the learned user vectors on a split's test set",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder")
+    p.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
+    p.add_argument("--split", default="u1", help="the split it was trained on (default u1)")
+    p.add_argument("--json", type=Path, required=True, help="write the results here")
+    p.set_defaults(func=_foldin)
+
+
+def _foldin(args: argparse.Namespace) -> int:
+    from fedrec_app.bench.foldin import run_foldin_bench, table
+
+    result = run_foldin_bench(args.checkpoint, args.data, args.split)
+    print(table(result), end="")
+    _write_json(args.json, result)
     return 0
