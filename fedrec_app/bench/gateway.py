@@ -27,8 +27,9 @@ import httpx
 import numpy as np
 
 from fedrec_app.checkpoint import MODEL, read_checkpoint, write_checkpoint
-from fedrec_app.data.catalogue import GENRES, Catalogue, atomic_write_bytes
+from fedrec_app.data.catalogue import GENRES, Catalogue
 from fedrec_app.errors import FedrecError
+from fedrec_app.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,8 @@ def markdown(result: dict[str, Any]) -> str:
 def write_results(result: dict[str, Any], json_path: Path) -> Path:
     """Write ``json_path`` and the Markdown table next to it (``.md``), atomically; returns it."""
     md_path = json_path.with_suffix(".md")
-    atomic_write_bytes(json_path, (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write_bytes(md_path, markdown(result).encode())
+    atomic_write(json_path, json.dumps(result, indent=2) + "\n")
+    atomic_write(md_path, markdown(result))
     return md_path
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrec_app.errors import FedrecError
+from fedrec_app.files import atomic_write
 
 GENRES: tuple[str, ...] = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -79,7 +78,7 @@ class Catalogue:
 
 def write_catalogue_csv(catalogue: Catalogue, path: Path) -> None:
     """Write items.csv atomically (temp file in the same folder, then rename)."""
-    atomic_write_bytes(Path(path), catalogue.to_csv_bytes())
+    atomic_write(Path(path), catalogue.to_csv_bytes())
 
 
 def read_catalogue_csv(path: Path) -> Catalogue:
@@ -113,18 +112,3 @@ def read_catalogue_csv(path: Path) -> Catalogue:
         return Catalogue(np.asarray(ids), tuple(titles), tuple(years), tuple(genres))
     except ValueError as exc:
         raise FedrecError(f"{path}: {exc}") from exc
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

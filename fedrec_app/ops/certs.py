@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrec_app.errors import FedrecError
-from fedrec_app.ops.files import atomic_write
+from fedrec_app.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrec_app.errors import FedrecError
-from fedrec_app.ops.files import atomic_write
+from fedrec_app.files import atomic_write
 
 log = logging.getLogger(__name__)
 
