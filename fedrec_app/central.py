@@ -84,12 +84,14 @@ def train_central(
     best_rating = (math.inf, 0, shared, user_arrays)
     best_ranking = (-math.inf, 0, shared, user_arrays)
     history: list[dict[str, float]] = []
+    optimizer_state = None
     for epoch in range(1, max_epochs + 1):
         result = train_local(
             shared, user_arrays, data.train, data.catalogue, cfg, epochs=1,
-            seed=cfg.seed * 100_003 + epoch, also_rated=data.val, keep_optimizer=epoch > 1,
+            seed=cfg.seed * 100_003 + epoch, also_rated=data.val, optimizer_state=optimizer_state,
         )  # fmt: skip
         shared, user_arrays = result.shared_arrays, result.user_arrays
+        optimizer_state = result.optimizer_state
         val = evaluate(shared, user_arrays, data.train, data.val, data.catalogue).finalize()
         history.append({"epoch": epoch, "loss": result.metrics["loss"], **val})
         log.info(

@@ -6,7 +6,8 @@ The model's weights are exactly the named arrays of the checkpoint contract (see
 `user_bias (U,)`, `user_rank_embedding (U,r)`.
 
 One training example is one rating plus `n` sampled negatives of the same user:
-inputs `user (B,)`, `item (B,)`, `negatives (B,n)` (row indices); outputs `rating (B,)`
+inputs `user (B,)`, `item (B,)`, `negatives (B,n)` (row indices) and optional per-example L2
+weights `user_reg (B,)`, `item_reg (B,)` for the rating head (default 1); outputs `rating (B,)`
 (unclipped while training, clipped to 1-5 otherwise) and `rank (B,1+n)` logits (positive first).
 L2 is applied only to the rows gathered in the batch, through `add_loss` (never an
 `embeddings_regularizer`, which would move rows the batch does not touch).
@@ -40,6 +41,7 @@ class ModelShape:
     rank_dim: int
     l2_rating: float
     l2_ranking: float
+    l2_bias: float
 
 
 @keras.saving.register_keras_serializable(package="fedrec")
@@ -74,14 +76,15 @@ class FedRecModel(keras.Model):
         user, item, negatives = inputs["user"], inputs["item"], inputs["negatives"]
         s = self.shape_spec
         # Rating head: biased MF.
+        wu, wi = inputs.get("user_reg", 1.0), inputs.get("item_reg", 1.0)
         p_u = ops.take(self.user_embedding, user, axis=0)
         q_i = ops.take(self.item_embedding, item, axis=0)
         b_u = ops.take(self.user_bias, user, axis=0)
         b_i = ops.take(self.item_bias, item, axis=0)
         rating = self.global_bias + b_u + b_i + ops.sum(p_u * q_i, axis=-1)
         self.add_loss(
-            s.l2_rating
-            * ops.mean(ops.sum(p_u * p_u, -1) + ops.sum(q_i * q_i, -1) + b_u * b_u + b_i * b_i)
+            s.l2_rating * ops.mean(wu * ops.sum(p_u * p_u, -1) + wi * ops.sum(q_i * q_i, -1))
+            + s.l2_bias * ops.mean(wu * b_u * b_u + wi * b_i * b_i)
         )
         # Ranking head: logistic MF over the positive item and the sampled negatives.
         items = ops.concatenate([ops.expand_dims(item, -1), negatives], axis=-1)  # (B, 1+n)
@@ -149,12 +152,35 @@ def cached_model(shape: ModelShape, learning_rate: float) -> FedRecModel:
     return model
 
 
+def _optimizer_slots(model: keras.Model) -> list:
+    """The optimizer's state variables (step count, moments), built if need be; not its rate."""
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return [v for v in optimizer.variables if v is not optimizer.learning_rate]
+
+
 def reset_optimizer(model: keras.Model) -> None:
     """Zero the optimizer's state (moments, step count) but keep its learning rate."""
-    learning_rate = float(model.optimizer.learning_rate.numpy())
-    for var in model.optimizer.variables:
+    for var in _optimizer_slots(model):
         var.assign(ops.zeros(var.shape, dtype=var.dtype))
-    model.optimizer.learning_rate.assign(learning_rate)
+
+
+def get_optimizer_state(model: keras.Model) -> dict[str, np.ndarray]:
+    """The optimizer's state as arrays `opt_00`, `opt_01`, … (to keep it between rounds)."""
+    return {f"opt_{i:02d}": np.array(v.numpy()) for i, v in enumerate(_optimizer_slots(model))}
+
+
+def set_optimizer_state(model: keras.Model, state: dict[str, np.ndarray]) -> None:
+    """Load a state from `get_optimizer_state` of a model of the same shape."""
+    slots = _optimizer_slots(model)
+    if len(state) != len(slots):
+        raise ValueError(f"optimizer state has {len(state)} arrays, the model wants {len(slots)}")
+    for i, var in enumerate(slots):
+        value = np.asarray(state[f"opt_{i:02d}"])
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(f"optimizer state opt_{i:02d}: shape {value.shape}, want {var.shape}")
+        var.assign(value.astype(var.dtype))
 
 
 _DEVICE_DONE: str | None = None

@@ -48,13 +48,17 @@ class TrainConfig:
 
     embedding_dim: int = 64  # k: rating-head factors
     rank_dim: int = 32  # r: ranking-head factors
-    l2_rating: float = 0.1  # per-batch L2 on the gathered rating-head rows
+    l2_rating: float = 0.1  # per-batch L2 on the gathered rating-head factor rows
+    l2_bias: float = 0.01  # per-batch L2 on the gathered user and item rating biases
+    # Each example's rating-head L2 on a row is weighted (row count / mean count) ** -power, so
+    # rarely rated users and items are held closer to zero (0 = plain per-example L2).
+    l2_count_power: float = 0.5
     l2_ranking: float = 0.01  # per-batch L2 on the gathered ranking-head rows
     negatives: int = 4  # sampled negatives per rated example (ranking head)
     learning_rate: float = 3e-3  # Adam
     batch_size: int = 256
     local_epochs: int = 2  # epochs per call of train_local in a federation
-    init_std: float = 0.1  # std of the initial factor rows
+    init_std: float = 0.01  # std of the initial factor rows
     global_bias_init: float = 3.5
     seed: int = 0
 
@@ -62,7 +66,7 @@ class TrainConfig:
         for name in ("embedding_dim", "rank_dim", "negatives", "batch_size", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("l2_rating", "l2_ranking", "init_std"):
+        for name in ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking", "init_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -79,12 +83,14 @@ class LocalResult:
     `item_counts[name]` holds, per row of shared array `name`, how many training examples
     gathered that row (0 = untouched: the server must not average this node's row in);
     `item_counts["global_bias"]` is a 0-d array with the number of rating examples.
+    `optimizer_state` stays on the node and goes into the next call's `optimizer_state`.
     """
 
     shared_arrays: dict[str, np.ndarray]
     user_arrays: dict[str, np.ndarray]
     item_counts: dict[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def model_shape(cfg: TrainConfig, num_users: int, num_items: int):
@@ -98,6 +104,7 @@ def model_shape(cfg: TrainConfig, num_users: int, num_items: int):
         rank_dim=cfg.rank_dim,
         l2_rating=cfg.l2_rating,
         l2_ranking=cfg.l2_ranking,
+        l2_bias=cfg.l2_bias,
     )
 
 
@@ -170,6 +177,12 @@ def rated_keys(users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarr
     return np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
 
 
+def count_weights(rows: np.ndarray, power: float) -> np.ndarray:
+    """Per-example L2 weights `(count of the example's row / mean over examples) ** -power`."""
+    counts = np.bincount(rows)[rows].astype(np.float64)
+    return ((counts / counts.mean()) ** -power).astype(np.float32)
+
+
 def sample_negatives(
     users: np.ndarray, keys: np.ndarray, num_items: int, n: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -210,16 +223,22 @@ def train_local(
     *,
     seed: int | None = None,
     also_rated: pd.DataFrame | None = None,
-    keep_optimizer: bool = False,
+    optimizer_state: Mapping[str, np.ndarray] | None = None,
 ) -> LocalResult:
     """Train both heads for `epochs` (default `cfg.local_epochs`) on `train_df`; return new arrays.
 
     Negatives are drawn per epoch from the catalogue items the user rated neither in `train_df`
     nor in `also_rated` (e.g. the node's validation ratings). `seed` varies the shuffling and the
-    negatives between calls (e.g. the round number). The optimizer starts fresh on each call
-    unless `keep_optimizer` (the central trainer continues one optimizer across its epochs).
+    negatives between calls (e.g. the round number). The optimizer continues from
+    `optimizer_state` (a previous result's `optimizer_state`, e.g. kept in the node's state dir)
+    or starts fresh when it is None.
     """
-    from fedrec_app.model import cached_model, reset_optimizer
+    from fedrec_app.model import (
+        cached_model,
+        get_optimizer_state,
+        reset_optimizer,
+        set_optimizer_state,
+    )
 
     epochs = cfg.local_epochs if epochs is None else epochs
     if len(train_df) == 0:
@@ -239,10 +258,14 @@ def train_local(
     model = cached_model(
         model_shape(cfg, len(user_arrays["user_ids"]), num_items), cfg.learning_rate
     )
-    if not keep_optimizer:
+    if optimizer_state is None:
         reset_optimizer(model)
+    else:
+        set_optimizer_state(model, dict(optimizer_state))
     model.set_arrays({**shared_arrays, **user_arrays})
 
+    user_reg = count_weights(users, cfg.l2_count_power)
+    item_reg = count_weights(items, cfg.l2_count_power)
     rng = np.random.default_rng([cfg.seed if seed is None else seed, 3])
     rating_counts = np.zeros(num_items, np.int64)
     rank_counts = np.zeros(num_items, np.int64)
@@ -253,7 +276,13 @@ def train_local(
         order = rng.permutation(len(ratings))
         neg = sample_negatives(users[order], keys, num_items, cfg.negatives, rng)
         history = model.fit(
-            {"user": users[order], "item": items[order], "negatives": neg},
+            {
+                "user": users[order],
+                "item": items[order],
+                "negatives": neg,
+                "user_reg": user_reg[order],
+                "item_reg": item_reg[order],
+            },
             {"rating": ratings[order], "rank": labels},
             batch_size=cfg.batch_size,
             epochs=1,
@@ -285,33 +314,40 @@ def train_local(
         user_arrays=new_users,
         item_counts=counts,
         metrics={"loss": loss, "num_examples": float(len(ratings)), "seconds": seconds},
+        optimizer_state=get_optimizer_state(model),
     )
 
 
 def average_rows(
     previous: Mapping[str, np.ndarray],
     updates: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+    server_lr: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Per-row weighted average of shared arrays over the nodes that touched each row.
 
     `updates` yields `(shared_arrays, item_counts)` per node (as in `LocalResult`). A row that no
-    node touched keeps its `previous` value.
+    node touched keeps its `previous` value; a touched row moves `server_lr` times the way from
+    `previous` to the nodes' weighted average (1.0: plain per-row FedAvg).
     """
     updates = list(updates)
     out: dict[str, np.ndarray] = {}
     for name, prev in previous.items():
-        prev = np.asarray(prev, np.float32)
+        prev = np.asarray(prev, np.float64)
         total = np.zeros(prev.shape, np.float64)
         weight = np.zeros(prev.shape[:1], np.float64)
         for arrays, counts in updates:
             w = np.asarray(counts[name], np.float64)
-            total += np.asarray(arrays[name], np.float64) * w.reshape(
-                w.shape + (1,) * (prev.ndim - w.ndim)
-            )
+            total += np.asarray(arrays[name], np.float64) * _rows_like(w, prev)
             weight += w
-        wb = weight.reshape(weight.shape + (1,) * (prev.ndim - weight.ndim))
-        out[name] = np.where(wb > 0, total / np.where(wb > 0, wb, 1.0), prev).astype(np.float32)
+        w = _rows_like(weight, prev)
+        avg = total / np.where(w > 0, w, 1.0)
+        out[name] = np.where(w > 0, prev + server_lr * (avg - prev), prev).astype(np.float32)
     return out
+
+
+def _rows_like(per_row: np.ndarray, array: np.ndarray) -> np.ndarray:
+    """`per_row` reshaped to broadcast over the rows of `array`."""
+    return per_row.reshape(per_row.shape + (1,) * (array.ndim - per_row.ndim))
 
 
 # ------------------------------------------------------------------ evaluation

@@ -6,12 +6,22 @@ from fedrec_app.model import (
     MODEL_ARRAYS,
     FedRecModel,
     ModelShape,
+    build_model,
     configure_device,
+    get_optimizer_state,
+    reset_optimizer,
     save_model_file,
+    set_optimizer_state,
 )
 
 SHAPE = ModelShape(
-    num_users=5, num_items=9, embedding_dim=4, rank_dim=3, l2_rating=0.1, l2_ranking=0.01
+    num_users=5,
+    num_items=9,
+    embedding_dim=4,
+    rank_dim=3,
+    l2_rating=0.1,
+    l2_ranking=0.01,
+    l2_bias=0.01,
 )
 
 
@@ -85,3 +95,21 @@ def test_saved_model_file_loads_back_with_the_same_arrays(rng, tmp_path) -> None
     assert isinstance(loaded, FedRecModel) and loaded.shape_spec == SHAPE
     for name, value in loaded.get_arrays().items():
         np.testing.assert_array_equal(value, arrays[name])
+
+
+def test_optimizer_state_round_trips_and_resets(rng) -> None:
+    model = build_model(SHAPE, 0.01)
+    batch = {"user": np.array([0, 1]), "item": np.array([1, 2]), "negatives": np.array([[3], [4]])}
+    target = {"rating": np.array([3.0, 4.0]), "rank": np.array([[1.0, 0.0], [1.0, 0.0]])}
+    model.fit(batch, target, verbose=0)
+    state = get_optimizer_state(model)
+    assert int(state["opt_00"]) == 1  # one step taken
+    assert any(np.abs(v).sum() > 0 for v in state.values())
+    reset_optimizer(model)
+    assert all(np.abs(v).sum() == 0 for v in get_optimizer_state(model).values())
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+    set_optimizer_state(model, state)
+    for name, value in get_optimizer_state(model).items():
+        np.testing.assert_array_equal(value, state[name])
+    with pytest.raises(ValueError, match="optimizer state"):
+        set_optimizer_state(model, {"opt_00": state["opt_00"]})

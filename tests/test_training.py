@@ -10,6 +10,7 @@ from fedrec_app.metrics import rating_sums
 from fedrec_app.training import (
     TrainConfig,
     average_rows,
+    count_weights,
     evaluate,
     init_item_arrays,
     init_user_arrays,
@@ -129,3 +130,16 @@ def test_train_local_refuses_users_without_rows(synthetic_split) -> None:
     users = init_user_arrays([1], cfg)
     with pytest.raises(FedrecError, match="user_id"):
         train_local(init_item_arrays(len(catalogue), cfg), users, train, catalogue, cfg, 1)
+
+
+def test_server_learning_rate_scales_the_step_of_touched_rows_only() -> None:
+    prev = {"item_bias": np.array([1.0, 1.0], np.float32)}
+    update = ({"item_bias": np.array([2.0, 5.0])}, {"item_bias": np.array([4, 0])})
+    out = average_rows(prev, [update], server_lr=2.0)
+    np.testing.assert_allclose(out["item_bias"], [3.0, 1.0])
+
+
+def test_count_weights_hold_rare_rows_tighter() -> None:
+    rows = np.array([0, 0, 0, 1])  # row 0 has 3 examples, row 1 one; mean count over examples 2.5
+    np.testing.assert_allclose(count_weights(rows, 1.0), [2.5 / 3] * 3 + [2.5], rtol=1e-6)
+    np.testing.assert_array_equal(count_weights(rows, 0.0), np.ones(4))
