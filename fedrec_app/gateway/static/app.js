@@ -45,7 +45,7 @@ function renderResults(list, recommendations) {
       ...rec.genres.map((g) => el("span", { class: "chip" }, g)));
     list.append(el("li", { class: "result" },
       el("div", { class: "title" }, rec.movie_title,
-        rec.year && !rec.movie_title.includes(`(${rec.year})`)
+        rec.year && !/\(\d{4}\)\s*$/.test(rec.movie_title)
           ? el("span", { class: "year" }, ` (${rec.year})`) : ""),
       genres,
       el("div", { class: "rating", title: "predicted rating" },
