@@ -38,13 +38,26 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 def _serve(msg: Message, context: Context, work: Callable[..., RecordDict]) -> Message:
+    """Hand the message to the node's warm trainer if one runs, else do ``work`` here."""
+    from fedrec_app import trainer
     from fedrec_app.node import NodeFailure, node_setup
 
     log_to_stderr()
     try:
         run_cfg = parse_run_config(context.run_config)
         setup = node_setup(context.node_config, run_cfg, context.node_id)
-        return Message(work(msg.content, run_cfg, setup, context.run_id), reply_to=msg)
+        reply = trainer.ask(
+            setup.state_dir,
+            work.__name__,
+            msg.content,
+            context.run_config,
+            context.node_config,
+            context.node_id,
+            context.run_id,
+        )
+        if reply is None:
+            reply = work(msg.content, run_cfg, setup, context.run_id)
+        return Message(reply, reply_to=msg)
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR
         log.log(level, "run %s: %s", context.run_id, exc, exc_info=exc.code != "stale")

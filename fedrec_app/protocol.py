@@ -30,6 +30,7 @@ ERROR_CODES: dict[str, str] = {
     "catalogue-mismatch": "the node's catalogue differs from the server's",
     "bad-message": "the message lacks a record or an array",
     "stale": "the message belongs to a round this node already trained",
+    "trainer-failed": "the node's warm trainer died or refused the request",
     "internal": "unexpected error (see the node's log)",
 }
 
