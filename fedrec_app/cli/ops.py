@@ -40,12 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy = subparsers.add_parser(
         "deploy",
         help="start one role of deploy/federation.yaml on this host",
-        description="superlink | supernode NAME | gateway: check the manifest and the files "
-        "this role needs, then replace this process with the role's (TLS, SuperNode auth, "
-        "state database always). register: register every SuperNode's public key.",
+        description="superlink | supernode NAME | trainer NAME | gateway: check the manifest "
+        "and the files this role needs, then replace this process with the role's (TLS, "
+        "SuperNode auth, state database always). register: register every SuperNode's public key.",
     )
-    deploy.add_argument("role", choices=("superlink", "supernode", "register", "gateway"))
-    deploy.add_argument("name", nargs="?", help="the SuperNode's name (role supernode)")
+    deploy.add_argument(
+        "role", choices=("superlink", "supernode", "trainer", "register", "gateway")
+    )
+    deploy.add_argument("name", nargs="?", help="the SuperNode's name (roles supernode, trainer)")
     deploy.add_argument("-c", "--config", type=Path, default=Path("deploy/federation.yaml"),
                         help="federation manifest (default %(default)s)")
     deploy.add_argument("--dry-run", action="store_true",
@@ -83,7 +85,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from fedrec_app.ops.manifest import load_manifest
 
     manifest = load_manifest(args.config)
-    if args.name is not None and args.role != "supernode":
+    if args.name is not None and args.role not in ("supernode", "trainer"):
         raise FedrecError(f"deploy {args.role} takes no NAME (got {args.name!r})")
     if args.role == "register":
         if args.dry_run:

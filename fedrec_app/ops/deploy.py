@@ -1,7 +1,8 @@
 """`fedrec deploy ROLE`: start one role of a manifest's federation on this host.
 
-`superlink`, `supernode NAME` and `gateway` replace this process (exec) with the role's
-process, so a supervisor (systemd) manages it directly; `register` registers every node key.
+`superlink`, `supernode NAME`, `trainer NAME` (the node's warm trainer) and `gateway` replace
+this process (exec) with the role's process, so a supervisor (systemd) manages it directly;
+`register` registers every node key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fedrec_app.ops.flower import (
     host_port,
 )
 from fedrec_app.ops.manifest import Manifest
+from fedrec_app.ops.trainer import TrainerCommand
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,12 @@ def supernode_launch(manifest: Manifest, name: str) -> Launch:
     return Launch(cmd.argv(), flower_env(node.home), node.state_dir, (node.state_dir, node.home))
 
 
+def trainer_launch(manifest: Manifest, name: str) -> Launch:
+    node = manifest.node(name)
+    argv = TrainerCommand.for_node(node.node_config).argv()
+    return Launch(argv, dict(os.environ), node.state_dir, (node.state_dir,))
+
+
 def gateway_launch(manifest: Manifest) -> Launch:
     gw = manifest.gateway
     assert gw is not None, "checked by Manifest.check('gateway')"
@@ -75,9 +83,9 @@ def launch_for(manifest: Manifest, role: str, name: str | None = None) -> Launch
     manifest.check(role, name)
     if role == "superlink":
         return superlink_launch(manifest)
-    if role == "supernode":
+    if role in ("supernode", "trainer"):
         assert name is not None
-        return supernode_launch(manifest, name)
+        return (supernode_launch if role == "supernode" else trainer_launch)(manifest, name)
     return gateway_launch(manifest)
 
 

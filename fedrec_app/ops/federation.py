@@ -3,7 +3,9 @@
 Used by integration tests, `fedrec up` and benchmarks. Layout under `work_dir`:
 `certs/` (CA, server cert), `certs/nodes/NAME` (keys), `superlink/` (its FLWR_HOME, cwd and
 `state.db`), `cli/` (the `flwr` CLI's FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and
-cwd), `logs/*.log`. Everything it started is stopped on exit, also on exceptions and Ctrl+C.
+cwd), `logs/*.log`. With `warm_trainers`, each node also gets its warm trainer (`fedrec trainer`,
+same state-dir and data-path as its node-config). Everything it started is stopped on exit, also
+on exceptions and Ctrl+C.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fedrec_app.ops.flower import (
     flower_env,
 )
 from fedrec_app.ops.process import ManagedProcess, ProcessError
+from fedrec_app.ops.trainer import TRAINER_READY, TrainerCommand
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Node:
     node_config: dict[str, ConfigValue] = field(default_factory=dict)
     node_id: str | None = None
     process: ManagedProcess | None = None
+    trainer: ManagedProcess | None = None
 
 
 class LocalFederation:
@@ -68,6 +72,7 @@ class LocalFederation:
         sans: Sequence[str] = (),
         max_wait_time: float = 120.0,
         ready_timeout: float = 90.0,
+        warm_trainers: bool = False,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.host = host
@@ -75,6 +80,7 @@ class LocalFederation:
         self.sans = tuple(sans) + ((host,) if host not in ("0.0.0.0", "::") else ())
         self.max_wait_time = max_wait_time
         self.ready_timeout = ready_timeout
+        self.warm_trainers = warm_trainers
         self.certs = CertPaths(self.work_dir / "certs")
         self.logs = self.work_dir / "logs"
         self.link_home = self.work_dir / "superlink"
@@ -123,15 +129,27 @@ class LocalFederation:
         self.register()
         self._timed("register", t)
         t = time.monotonic()
+        if self.warm_trainers:
+            for name in self.nodes:
+                self.start_trainer(name, wait=False)
         for name in self.nodes:
             self.start_node(name, wait=False)
         for name in self.nodes:  # "SuperNode ID: <registered id>" = activated, i.e. online
             self._wait_node(name)
         self._timed("supernodes", t)
+        if self.warm_trainers:
+            t = time.monotonic()
+            for node in self.nodes.values():
+                assert node.trainer is not None
+                node.trainer.wait_for_log(TRAINER_READY, self.ready_timeout)
+            self._timed("warm trainers", t)
 
     def close(self) -> None:
-        """Stop the SuperNodes (in parallel), then the SuperLink; nothing is left running."""
-        running = [n.process for n in self.nodes.values() if n.process is not None]
+        """Stop the SuperNodes and trainers (in parallel), then the SuperLink; nothing is left
+        running."""
+        running = [
+            p for n in self.nodes.values() for p in (n.process, n.trainer) if p is not None
+        ]
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(lambda p: p.stop(), running))
@@ -243,6 +261,18 @@ class LocalFederation:
                     raise
             log.info("%s refused (still online after a crash?); retrying in 5 s", name)
             time.sleep(5)
+
+    def start_trainer(self, name: str, wait: bool = True) -> None:
+        """Start the warm trainer of node `name` (its node-config must name a state-dir)."""
+        node = self.nodes[name]
+        if node.trainer is None:
+            argv = TrainerCommand.for_node(node.node_config).argv()
+            node.trainer = ManagedProcess(
+                f"{name}-trainer", argv, flower_env(node.home), self.logs / f"{name}-trainer.log"
+            )
+        node.trainer.start()
+        if wait:
+            node.trainer.wait_for_log(TRAINER_READY, self.ready_timeout)
 
     def _wait_node(self, name: str) -> None:
         node = self.nodes[name]

@@ -101,9 +101,9 @@ class Manifest:
             for i, node in enumerate(self.supernodes):
                 self._covers(f"supernodes[{i}].superlink", _host(node.superlink),
                              link.server_cert)
-        elif role == "supernode":
+        elif role in ("supernode", "trainer"):
             if name is None:
-                raise ManifestError("fedrec deploy supernode needs a node NAME")
+                raise ManifestError(f"fedrec deploy {role} needs a node NAME")
             node = self.node(name)
             i = self.supernodes.index(node)
             self._readable(f"supernodes[{i}].ca-cert", node.ca_cert)

@@ -1,0 +1,43 @@
+"""The command line of a SuperNode's warm trainer (`fedrec trainer`), built from its node-config.
+
+ops only starts the trainer as a process; the trainer itself is ``fedrec_app.trainer``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrec_app.errors import FedrecError
+
+TRAINER_READY = "warm trainer ready"
+
+
+@dataclass(frozen=True)
+class TrainerCommand:
+    state_dir: Path
+    data_path: Path | None = None
+    gpu_index: int | None = None
+
+    @classmethod
+    def for_node(cls, node_config: Mapping[str, object]) -> TrainerCommand:
+        """The trainer of the SuperNode whose node-config this is (same state-dir, data-path)."""
+        if not node_config.get("state-dir"):
+            raise FedrecError("a warm trainer needs the node's state-dir in its node-config")
+        data_path = node_config.get("data-path")
+        gpu = node_config.get("gpu-index")
+        return cls(
+            state_dir=Path(str(node_config["state-dir"])),
+            data_path=Path(str(data_path)) if data_path else None,
+            gpu_index=int(gpu) if gpu is not None else None,  # type: ignore[call-overload]
+        )
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "fedrec_app", "trainer", "--state-dir", str(self.state_dir)]
+        if self.data_path is not None:
+            argv += ["--data-path", str(self.data_path)]
+        if self.gpu_index is not None:
+            argv += ["--gpu-index", str(self.gpu_index)]
+        return argv
