@@ -61,9 +61,7 @@ def test_page_user_lookup_and_rating(gateway, tmp_path) -> None:
             # an unknown user shows the API's message
             page.fill("#user-id", "999")
             page.click("#user-go")
-            page.wait_for_function(
-                "document.getElementById('user-status').classList.contains('error')"
-            )
+            page.locator("#user-status.error").wait_for()  # (the page's CSP forbids eval)
             assert "999" in page.locator("#user-status").inner_text()
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         finally:
