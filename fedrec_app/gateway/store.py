@@ -58,8 +58,8 @@ class ModelStore:
         """
         with self._lock:
             signature = _signature(self.source)
-            if not force and signature == self._signature:
-                return False
+            if not force and signature in (self._signature, None):
+                return False  # unchanged, or mid-replacement (nothing there): look again later
             self._signature = signature
             try:
                 new = Recommender.load(resolve_checkpoint(self.source))

@@ -38,3 +38,12 @@ def test_reload_only_on_change_and_refuses_bad_manifests(checkpoint_factory, tmp
     assert store.current is served and store.reloads == {"ok": 1, "refused": 1}
     point(run, "latest", checkpoint_factory(run / "round-0003", round_=3))
     assert store.reload() is True and store.current.checkpoint.round == 3
+
+
+def test_a_folder_gone_for_a_moment_is_not_a_refusal(checkpoint_factory, tmp_path) -> None:
+    folder = checkpoint_factory(tmp_path / "final", round_=1)
+    store = ModelStore(folder)
+    aside = folder.rename(tmp_path / ".final.old")  # as during an in-place replacement
+    assert store.reload() is False and store.reloads == {"ok": 0, "refused": 0}
+    aside.rename(folder)
+    assert store.reload(force=True) is True
