@@ -31,10 +31,12 @@ class RunConfig:
     batch_size: int
     learning_rate: float
     lr_decay: float
+    keep_optimizer: bool
     embedding_dim: int
     rank_dim: int
     l2_rating: float
     l2_bias: float
+    l2_count_power: float
     l2_ranking: float
     negatives: int
     fraction_train: float
@@ -65,6 +67,7 @@ class RunConfig:
             rank_dim=self.rank_dim,
             l2_rating=self.l2_rating,
             l2_bias=self.l2_bias,
+            l2_count_power=self.l2_count_power,
             l2_ranking=self.l2_ranking,
             negatives=self.negatives,
             learning_rate=self.learning_rate * self.lr_decay ** (server_round - 1),
@@ -87,7 +90,7 @@ BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "h
 
 _POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
 _POSITIVE_FLOAT = ("learning_rate", "node_wait_timeout", "round_timeout")
-_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_ranking")
+_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking")
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:

@@ -112,6 +112,15 @@ def train_round(
         raise NodeFailure("stale", f"round {order.round}: this node already trained {state.round}")
     tcfg = run_cfg.train_config(order.round)
     users = _user_arrays(state, part, tcfg)
+    # The optimizer continues where this node left off, unless its user rows were rebuilt.
+    optimizer = None
+    if (
+        run_cfg.keep_optimizer
+        and state is not None
+        and state.optimizer
+        and np.array_equal(state.user_arrays["user_ids"], users["user_ids"])
+    ):
+        optimizer = state.optimizer
     metrics: dict[str, float] = {}
     if order.evaluate:
         eval_started = time.perf_counter()
@@ -125,8 +134,14 @@ def train_round(
         tcfg,
         seed=_train_seed(run_cfg.seed, order.round, part.index),
         also_rated=part.val,
+        optimizer_state=optimizer,
     )
-    save_state(setup.state_dir, order.state_key, NodeState(run_id, order.round, result.user_arrays))
+    kept = result.optimizer_state if run_cfg.keep_optimizer else {}
+    save_state(
+        setup.state_dir,
+        order.state_key,
+        NodeState(run_id, order.round, result.user_arrays, optimizer=kept),
+    )
     metrics.update(
         {
             "train.loss": float(result.metrics.get("loss", float("nan"))),

@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from fedrec_app.scoring import USER_ARRAYS
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 _META = ("_run_id", "_round")
+_OPT = "optimizer."
 
 
 class NodeStateError(FedrecError):
@@ -30,11 +31,16 @@ class NodeStateError(FedrecError):
 
 @dataclass(frozen=True)
 class NodeState:
-    """User rows after the node's last training, and which run/round wrote them."""
+    """User rows after the node's last training, and which run/round wrote them.
+
+    ``optimizer`` holds the local optimizer's state (moments, step), so training continues
+    from one round to the next instead of restarting Adam each round (empty: start fresh).
+    """
 
     run_id: int
     round: int
     user_arrays: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def state_path(state_dir: Path, key: str) -> Path:
@@ -61,7 +67,13 @@ def load_state(state_dir: Path, key: str) -> NodeState | None:
         if len(data[name]) != num_users:
             raise NodeStateError(f"{path}: {name} has {len(data[name])} rows, not {num_users}")
     users = {name: data[name] for name in ("user_ids", *USER_ARRAYS)}
-    return NodeState(run_id=int(data["_run_id"]), round=int(data["_round"]), user_arrays=users)
+    optimizer = {k[len(_OPT) :]: v for k, v in data.items() if k.startswith(_OPT)}
+    return NodeState(
+        run_id=int(data["_run_id"]),
+        round=int(data["_round"]),
+        user_arrays=users,
+        optimizer=optimizer,
+    )
 
 
 def save_state(state_dir: Path, key: str, state: NodeState) -> Path:
@@ -72,6 +84,7 @@ def save_state(state_dir: Path, key: str, state: NodeState) -> Path:
         **{name: np.asarray(state.user_arrays[name]) for name in ("user_ids", *USER_ARRAYS)},
         "_run_id": np.asarray(state.run_id, np.uint64),
         "_round": np.asarray(state.round, np.int64),
+        **{f"{_OPT}{name}": np.asarray(value) for name, value in state.optimizer.items()},
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:

@@ -90,6 +90,7 @@ def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Pat
     state_a = load_state(tmp_path / "state" / "a", "41")
     state_b = load_state(tmp_path / "state" / "b", "41")
     assert state_a is not None and state_a.round == 2
+    assert state_a.optimizer  # Adam's state continues from round to round (keep-optimizer)
     assert state_b is not None
     users = np.union1d(state_a.user_arrays["user_ids"], state_b.user_arrays["user_ids"])
     np.testing.assert_array_equal(ckpt.arrays["user_ids"], users)

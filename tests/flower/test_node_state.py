@@ -30,6 +30,16 @@ def test_round_trip_keeps_rows_and_a_64_bit_run_id(tmp_path: Path, rng) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["123.npz"]  # no temporary file left
 
 
+def test_optimizer_state_travels_with_the_user_rows(tmp_path: Path, rng) -> None:
+    optimizer = {"opt_00": np.asarray(7, np.int64), "opt_01": rng.normal(size=(5, 3))}
+    save_state(tmp_path, "k", NodeState(9, 4, _users(rng), optimizer=optimizer))
+    loaded = load_state(tmp_path, "k")
+    assert loaded is not None and sorted(loaded.optimizer) == ["opt_00", "opt_01"]
+    np.testing.assert_array_equal(loaded.optimizer["opt_01"], optimizer["opt_01"])
+    save_state(tmp_path, "k", NodeState(9, 5, _users(rng)))
+    assert load_state(tmp_path, "k").optimizer == {}
+
+
 def test_overwrite_replaces_and_other_keys_are_separate(tmp_path: Path, rng) -> None:
     save_state(tmp_path, "a", NodeState(1, 1, _users(rng)))
     save_state(tmp_path, "a", NodeState(1, 2, _users(rng, 2)))
