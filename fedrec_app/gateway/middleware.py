@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request body limit, one log line per request, metrics."""
+"""Pure ASGI middleware: request body limit, security headers, one log line per request, metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fedrec_app.gateway.metrics import GatewayMetrics
 
 access_log = logging.getLogger("fedrec_app.gateway.access")
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 class RequestMiddleware:
@@ -33,6 +38,7 @@ class RequestMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

@@ -223,6 +223,9 @@ def test_errors_are_json_and_bodies_limited(client, gateway) -> None:
 def test_page_and_static_files(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "fedrec" in page.text
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "Content-Security-Policy" in page.text  # the page's own CSP (meta tag)
     assert client.get("/static/app.js").status_code == 200
     assert "access-control-allow-origin" not in client.get(
         "/readyz", headers={"Origin": "http://evil.example"}
