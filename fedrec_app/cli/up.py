@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="SuperLink port (default: a free one, never the gateway's)")
     parser.add_argument("--timeout", dest="run_timeout", type=float, default=1800.0,
                         help="seconds the run may take before it is stopped (default %(default)s)")
+    parser.add_argument("--no-warm-trainers", dest="warm_trainers", action="store_false",
+                        help="train inside each ClientApp process (imports TensorFlow for every "
+                        "message) instead of in a long-lived trainer per SuperNode")
     parser.add_argument("--run-config", action="append", default=[], metavar="KEY=VALUE",
                         help="any other Flower run-config key (TOML value; repeatable)")
     parser.set_defaults(func=run)
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         scheme=args.scheme, split=args.split, seed=args.seed, work=args.work, data=args.data,
         zip_path=args.zip_path, md5=args.md5, host=args.host, port=args.port,
         superlink_port=args.superlink_port, run_timeout=args.run_timeout,
+        warm_trainers=args.warm_trainers,
         run_config=parse_run_config(args.run_config),
     )  # fmt: skip
     up(options, say=lambda text: print(text, flush=True), on_ready=_show_ready)

@@ -72,6 +72,7 @@ class UpOptions:
     port: int = 8000
     superlink_port: int | None = None
     run_timeout: float = 1800.0
+    warm_trainers: bool = True
     run_config: dict[str, ConfigValue] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -186,6 +187,7 @@ class Launch:
         from fedrec_app.data.partition import make_partitions, partition_dir_name
         from fedrec_app.ops.certs import make_certs, make_node_keys
         from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
+        from fedrec_app.ops.trainer import TRAINER_READY
 
         opt = self.options
         opt.check()
@@ -244,15 +246,21 @@ class Launch:
             fed.register()
             for node in fed.nodes.values():
                 self.say(f"      {node.name}: node id {node.node_id}")
-        with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
+        warm = " + warm trainers" if opt.warm_trainers else ""
+        with self.progress.step("supernodes", f"{opt.nodes} SuperNodes{warm}, one partition each"):
             for name in fed.nodes:
+                if opt.warm_trainers:
+                    fed.start_trainer(name, wait=False)
                 fed.start_node(name, wait=False)
             for node in fed.nodes.values():  # activated: the node logs the id it registered as
                 match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
                 if match.group(1) != node.node_id:
                     raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
                                       f"registered as {node.node_id}")
-            self.say(f"      all {opt.nodes} connected (logs in {fed.logs})")
+                if node.trainer is not None:
+                    node.trainer.wait_for_log(TRAINER_READY, fed.ready_timeout)
+            self.say(f"      all {opt.nodes} connected{warm and ', trainers ready'} "
+                     f"(logs in {fed.logs})")
 
         checkpoints = self.work / "checkpoints"
         run_config: dict[str, ConfigValue] = {
