@@ -66,7 +66,9 @@ def _nodes(partition_set: Path, state: Path) -> dict[int, dict]:
 
 
 def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Path) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", share_user_factors=True)
+    config = _run_config(
+        partition_set, tmp_path / "ckpt", share_user_factors=True, keep_optimizer=True
+    )
     grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=41, run_config=config)
     final = run(grid, parse_run_config(config), 41)
 
