@@ -56,13 +56,20 @@ class CentralData:
     catalogue: object
 
 
-def load_central_data(data_dir: Path, split: str, seed: int) -> CentralData:
-    """Train/val/test of `split` with the partitioner's validation slice (seed `seed`)."""
-    from fedrec_app.data.partition import load_partition_set_member, make_partitions
+def load_central_data(
+    data_dir: Path, split: str, seed: int, val_fraction: float | None = None
+) -> CentralData:
+    """Train/val/test of `split` with the partitioner's validation slice (same seed, fraction)."""
+    from fedrec_app.data.partition import (
+        DEFAULT_VAL_FRACTION,
+        load_partition_set_member,
+        make_partitions,
+    )
 
+    fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     with tempfile.TemporaryDirectory(prefix="fedrec-central-") as tmp:
         out = Path(tmp) / "central"
-        make_partitions(Path(data_dir), out, 1, scheme="random", split=split, seed=seed)
+        make_partitions(Path(data_dir), out, 1, split=split, seed=seed, val_fraction=fraction)
         part = load_partition_set_member(out, 0)
     return CentralData(part.train, part.val, part.test, part.catalogue)
 

@@ -46,7 +46,7 @@ MODEL_TYPE = "biased-mf+logistic-mf"  # the checkpoint manifest's model.type
 class TrainConfig:
     """Model and local-training hyperparameters (one set for central and federated training)."""
 
-    embedding_dim: int = 64  # k: rating-head factors
+    embedding_dim: int = 32  # k: rating-head factors
     rank_dim: int = 32  # r: ranking-head factors
     l2_rating: float = 0.1  # per-batch L2 on the gathered rating-head factor rows
     l2_bias: float = 0.01  # per-batch L2 on the gathered user and item rating biases
@@ -55,9 +55,9 @@ class TrainConfig:
     l2_count_power: float = 0.5
     l2_ranking: float = 0.01  # per-batch L2 on the gathered ranking-head rows
     negatives: int = 4  # sampled negatives per rated example (ranking head)
-    learning_rate: float = 3e-3  # Adam
+    learning_rate: float = 5e-3  # Adam
     batch_size: int = 256
-    local_epochs: int = 2  # epochs per call of train_local in a federation
+    local_epochs: int = 3  # epochs per call of train_local in a federation
     init_std: float = 0.01  # std of the initial factor rows
     global_bias_init: float = 3.5
     seed: int = 0

@@ -21,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
     p.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation slice and the model")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs (default %(default)s)")
+    p.add_argument(
+        "--val-fraction", type=float, help="share of each user's training ratings held out for "
+        "choosing the epochs (default: the partitioner's, 0.1); use the partition set's value",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=30, help="most epochs (default %(default)s)")
     p.add_argument(
         "--patience", type=int, default=6, help="stop after this many epochs without a "
         "validation improvement of either head (default %(default)s)",
@@ -48,7 +52,7 @@ def _train_central(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.patience < 1:
         raise FedrecError("--epochs and --patience must be >= 1")
     configure_device(threads=2)
-    data = load_central_data(args.data, args.split, args.seed)
+    data = load_central_data(args.data, args.split, args.seed, args.val_fraction)
     result = train_central(data, cfg, max_epochs=args.epochs, patience=args.patience)
     m = result.metrics
     print(
