@@ -32,6 +32,7 @@ class RunConfig:
     learning_rate: float
     lr_decay: float
     keep_optimizer: bool
+    server_lr: float
     embedding_dim: int
     rank_dim: int
     l2_rating: float
@@ -89,7 +90,7 @@ class RunConfig:
 BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "hr@10": False}
 
 _POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
-_POSITIVE_FLOAT = ("learning_rate", "node_wait_timeout", "round_timeout")
+_POSITIVE_FLOAT = ("learning_rate", "server_lr", "node_wait_timeout", "round_timeout")
 _NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking")
 
 

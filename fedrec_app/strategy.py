@@ -120,8 +120,11 @@ def merge_users(
     return out
 
 
-def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) -> RoundResult:
-    """Per-row weighted average of the train replies, plus summed evaluation sums."""
+def aggregate(
+    previous: Mapping[str, np.ndarray], replies: Sequence[Message], server_lr: float = 1.0
+) -> RoundResult:
+    """Per-row weighted average of the train replies (a touched row moves ``server_lr`` times
+    the way to it), plus summed evaluation sums."""
     updates, users, failures, usable = [], [], [], []
     loss, examples, slowest = 0.0, 0.0, {}
     for reply in replies:
@@ -148,7 +151,7 @@ def aggregate(previous: Mapping[str, np.ndarray], replies: Sequence[Message]) ->
         for key, name in _NODE_TIMES.items():
             slowest[name] = max(slowest.get(name, 0.0), float(metrics.get(key, 0.0)))
     result = evaluation(usable)
-    result.shared = average_rows(previous, updates) if updates else None
+    result.shared = average_rows(previous, updates, server_lr) if updates else None
     result.users = users
     result.failures = failures
     result.train = {"train_loss": loss / examples, **slowest} if examples else {}
@@ -243,7 +246,8 @@ class FederationLoop:
                 self._message(MessageType.TRAIN, shared, server_round, node, evaluate_first)
                 for node in chosen
             ]
-            result = aggregate(shared, exchange(self.grid, messages, cfg.round_timeout))
+            replies = exchange(self.grid, messages, cfg.round_timeout)
+            result = aggregate(shared, replies, cfg.server_lr)
             for failure in result.failures:
                 log.warning("round %d: %s", server_round, failure)
             if result.shared is None:

@@ -131,6 +131,7 @@ def run_quality(
     rounds: int | None = None,
     checkpoint: str = "final",
     timeout: float = 3600.0,
+    run_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Central and federated figures (see the module docstring) as one JSON-ready dict."""
     from fedrec_app.central import load_central_data, train_central
@@ -142,6 +143,7 @@ def run_quality(
     partition_set = work_dir / "partitions" / f"{split}-random-{num_partitions}-seed{seed}"
     make_partitions(Path(data_dir), partition_set, num_partitions, split=split, seed=seed)
     overrides: dict[str, Any] = {
+        **(run_config or {}),
         "partition-set": str(partition_set),
         "checkpoint-dir": str(work_dir / "checkpoints"),
         "share-user-factors": True,
@@ -176,6 +178,7 @@ def run_quality(
             "run_id": sim.run_id,
         },
         "train_config": cfg.train_config().to_dict(),
+        "run_config": dict(run_config or {}),
     }
 
 

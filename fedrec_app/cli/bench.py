@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--work-dir", type=Path, help="keep partitions, checkpoints, logs here")
     p.add_argument("--timeout", type=float, default=3600.0, help="federated run limit, seconds")
+    p.add_argument(
+        "--run-config", action="append", default=[], metavar="KEY=VALUE",
+        help="override one app run-config key for the federated run (TOML value; repeatable)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, required=True, help="write the results here")
     p.set_defaults(func=_quality)
 
@@ -54,10 +58,29 @@ def _quality(args: argparse.Namespace) -> int:
         result = run_quality(
             args.data, args.split, args.num_partitions, args.seed, work,
             rounds=args.rounds, checkpoint=args.checkpoint, timeout=args.timeout,
+            run_config=_run_config(args.run_config),
         )  # fmt: skip
     print(table(result))
     _write_json(args.json, result)
     return 0
+
+
+def _run_config(pairs: list[str]) -> dict:
+    """``["local-epochs=2", "catalogue='x'"]`` -> ``{"local-epochs": 2, "catalogue": "x"}``."""
+    import tomllib
+
+    from fedrec_app.errors import FedrecError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected KEY=VALUE")
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise FedrecError(f"--run-config {pair!r}: {exc}") from exc
+    return out
 
 
 def _training(args: argparse.Namespace) -> int:
