@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     part.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
     part.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     part.add_argument(
-        "--val-fraction", type=float, help="share of each user's training ratings for val.csv (0.1)"
+        "--val-fraction", type=float, help="share of each user's training ratings in val.csv (0.05)"
     )
     part.add_argument("--out", type=Path, required=True, help="e.g. partitions/u1-5")
     part.set_defaults(func=_partition)

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation slice and the model")
     p.add_argument(
         "--val-fraction", type=float, help="share of each user's training ratings held out for "
-        "choosing the epochs (default: the partitioner's, 0.1); use the partition set's value",
+        "choosing the epochs (default: the partitioner's, 0.05); use the partition set's value",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=30, help="most epochs (default %(default)s)")
     p.add_argument(

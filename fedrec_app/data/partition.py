@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SCHEMES: tuple[str, ...] = ("random", "activity", "genre")
 DEFAULT_ALPHA = 0.5
-DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_VAL_FRACTION = 0.05
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
 ITEMS = "items.csv"
