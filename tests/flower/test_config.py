@@ -56,16 +56,3 @@ def test_missing_key_is_named(defaults: dict) -> None:
     with pytest.raises(ConfigError, match="missing key 'round-timeout'"):
         parse_run_config(defaults)
 
-
-def test_model_defaults_match_train_central(defaults: dict) -> None:
-    """By default the federation trains the model `fedrec train-central` trains (same knobs)."""
-    from dataclasses import fields
-
-    from fedrec_app.config import RunConfig
-    from fedrec_app.training import TrainConfig
-
-    federation_only = {"local_epochs", "seed"}
-    shared = {f.name for f in fields(RunConfig)} & {f.name for f in fields(TrainConfig)}
-    central = TrainConfig()
-    for name in sorted(shared - federation_only):
-        assert defaults[name.replace("_", "-")] == getattr(central, name), name
