@@ -41,9 +41,18 @@ def import_seconds(module: str) -> float:
 
 
 def run_training_bench(
-    data_dir: Path, split: str, num_nodes: int, rounds: int, seed: int, work_dir: Path
+    data_dir: Path,
+    split: str,
+    num_nodes: int,
+    rounds: int,
+    seed: int,
+    work_dir: Path,
+    warm_trainers: bool = False,
 ) -> dict[str, Any]:
-    """Run the no-op app, then the fedrec app, ``rounds`` rounds each; the figures as a dict."""
+    """Run the no-op app, then the fedrec app, ``rounds`` rounds each; the figures as a dict.
+
+    With ``warm_trainers`` each node trains in its long-lived trainer process
+    (``fedrec_app.trainer``) instead of in the per-message ClientApp process."""
     from fedrec_app.data.partition import make_partitions
     from fedrec_app.ops.federation import NOOP_APP_DIR, LocalFederation
 
@@ -57,7 +66,7 @@ def run_training_bench(
         }
         for k in range(num_nodes)
     }
-    with LocalFederation(work_dir / "federation", nodes) as fed:
+    with LocalFederation(work_dir / "federation", nodes, warm_trainers=warm_trainers) as fed:
         noop = fed.run(
             NOOP_APP_DIR,
             {"num-server-rounds": rounds, "min-nodes": num_nodes, "fraction-evaluate": 0.0},
@@ -86,6 +95,7 @@ def run_training_bench(
     return {
         "nodes": num_nodes,
         "rounds": rounds,
+        "warm_trainers": warm_trainers,
         "split": split,
         "federation_start_seconds": startup,
         "noop": {
@@ -118,7 +128,8 @@ def table(result: dict[str, Any]) -> str:
     node = fedrec["mean_node_seconds"]
     imports = result["clientapp_import_seconds"]
     rows = [
-        f"{result['nodes']} SuperNodes (TLS + auth, loopback), {result['rounds']} rounds each",
+        f"{result['nodes']} SuperNodes (TLS + auth, loopback), {result['rounds']} rounds each"
+        + (", warm trainers" if result.get("warm_trainers") else ""),
         "",
         "| app | run seconds | mean seconds per round |",
         "|---|---|---|",

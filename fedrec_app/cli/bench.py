@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--nodes", type=int, default=2, help="SuperNodes (default 2)")
     t.add_argument("--rounds", type=int, default=3, help="rounds of each app (default 3)")
     t.add_argument("--seed", type=int, default=0, help="partition seed (default 0)")
+    t.add_argument(
+        "--warm-trainers", action="store_true",
+        help="each node trains in its warm trainer process (TensorFlow imported once)",
+    )  # fmt: skip
     t.add_argument("--work-dir", type=Path, help="keep the federation's files here")
     t.add_argument("--json", type=Path, required=True, help="write the results here")
     t.set_defaults(func=_training)
@@ -91,7 +95,9 @@ def _training(args: argparse.Namespace) -> int:
         raise FedrecError("--nodes and --rounds must be >= 1")
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-training-") as tmp:
         work = args.work_dir or Path(tmp)
-        result = run_training_bench(args.data, args.split, args.nodes, args.rounds, args.seed, work)
+        result = run_training_bench(
+            args.data, args.split, args.nodes, args.rounds, args.seed, work, args.warm_trainers
+        )
     print(table(result))
     _write_json(args.json, result)
     return 0
