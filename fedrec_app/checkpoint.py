@@ -82,6 +82,7 @@ def write_checkpoint(
     _check_arrays(arrays, catalogue, where=str(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700: a gateway running as another user must read it
     try:
         np.savez(tmp / WEIGHTS, **{name: np.asarray(value) for name, value in arrays.items()})
         write_catalogue_csv(catalogue, tmp / ITEMS)

@@ -55,6 +55,9 @@ def test_write_then_read_through_pointer(tmp_path: Path, rng) -> None:
     for name, value in arrays.items():
         np.testing.assert_array_equal(checkpoint.arrays[name], value)
     assert sorted(p.name for p in run_dir.iterdir()) == ["latest", "round-0003"]
+    # Readable by a gateway running as another user (no secrets in a checkpoint).
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in folder.iterdir())
 
 
 def test_rewrite_replaces_folder_and_repoints(tmp_path: Path, rng) -> None:
