@@ -8,9 +8,8 @@ file in the same folder, fsync, rename.
 
 from __future__ import annotations
 
-import os
+import io
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrec_app.errors import FedrecError
+from fedrec_app.files import atomic_write
 from fedrec_app.scoring import USER_ARRAYS
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
@@ -86,14 +86,6 @@ def save_state(state_dir: Path, key: str, state: NodeState) -> Path:
         "_round": np.asarray(state.round, np.int64),
         **{f"{_OPT}{name}": np.asarray(value) for name, value in state.optimizer.items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write(path, buffer.getvalue(), mode=0o600)  # user rows never leave the node
