@@ -1,7 +1,8 @@
 """The fedrec app on a real TLS SuperLink (SuperNode auth) with 2 authenticated SuperNodes.
 
-Tiny synthetic data, loopback, 1-3 rounds. One federation serves the module; the node kill
-comes last. Each Flower phase costs ~10 s here, a killed node up to 60 s (heartbeat window).
+Tiny synthetic data, loopback, 1-4 rounds. One federation serves the module; the SuperLink
+restart and the node kill come last. Each Flower phase costs ~10 s here, a killed node up to
+60 s (heartbeat window).
 """
 
 from __future__ import annotations
@@ -83,6 +84,28 @@ def test_too_few_nodes_fails_within_the_wait(
     assert record["status"] == "finished:failed"
     assert "fewer than min-nodes=3" in json.dumps(record) + fed.cli.log(record["run-id"])
     assert time.monotonic() - started < 90
+
+
+def test_a_run_resumed_after_a_superlink_restart_completes(
+    fed: LocalFederation, parts: Path, tmp_path: Path
+) -> None:
+    config = _config(parts, tmp_path, num_server_rounds=4)
+    run_id = fed.submit(APP_DIR, config)
+    latest = tmp_path / run_id / "latest"
+    deadline = time.monotonic() + 300
+    while not latest.exists():  # round 1's checkpoint: the run is in round 2 now
+        assert time.monotonic() < deadline, f"no checkpoint:\n{fed.cli.log(run_id)[-3000:]}"
+        time.sleep(1)
+    fed.restart_superlink()  # kills the ServerApp: the run in flight fails
+    assert fed.cli.wait(run_id, timeout=120)["status"] == "finished:failed"
+
+    source = latest.resolve()
+    record = fed.run(APP_DIR, {**config, "resume-from": str(source)}, timeout=400)
+    assert record["status"] == COMPLETED, fed.cli.log(record["run-id"])[-3000:]
+    final = read_checkpoint(tmp_path / record["run-id"] / "final")
+    assert final.manifest["resumed_from"] == str(source)
+    rounds = [e["round"] for e in final.manifest["history"]]
+    assert rounds[0] == 1 and rounds[-1] == 4 and rounds == sorted(set(rounds))
 
 
 def test_killing_a_node_mid_run_still_finishes_with_the_other(
