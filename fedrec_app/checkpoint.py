@@ -10,7 +10,6 @@ into place, so a reader never sees half a checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
 from fedrec_app.errors import FedrecError
+from fedrec_app.files import sha256_file
 from fedrec_app.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, USER_ARRAYS
 
 FORMAT_VERSION = 1
@@ -55,14 +55,6 @@ class Checkpoint:
 
 def round_folder_name(server_round: int) -> str:
     return f"round-{server_round:04d}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_checkpoint(

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fedrec_app.data.catalogue import GENRES, Catalogue
 from fedrec_app.errors import FedrecError
+from fedrec_app.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _extract(archive: Path, target: Path, md5: str, source: str) -> DatasetCount
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise FedrecError(f"{archive}: corrupt zip archive ({exc})") from exc
         counts = verify_movielens_folder(folder)
-        files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
         marker = {"source": source, "archive_md5": md5, "files": files}
         (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
         try:
@@ -192,14 +193,6 @@ def _extract_member(
         raise FedrecError(f"{archive}: unexpected entry {name!r} (expected ml-100k/<file>)")
     with zf.open(info) as src, (folder / base).open("wb") as dst:
         shutil.copyfileobj(src, dst, _CHUNK)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- folder check
@@ -245,7 +238,7 @@ def verify_movielens_folder(folder: Path) -> DatasetCounts:
             path = folder / name
             if not path.is_file():
                 raise FedrecError(f"{path}: missing (listed in {MARKER})")
-            if _sha256(path) != sha:
+            if sha256_file(path) != sha:
                 raise FedrecError(f"{path}: sha256 differs from the downloaded file (altered?)")
     return counts
 
