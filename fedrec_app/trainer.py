@@ -34,6 +34,8 @@ from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
+from fedrec_app import node
+from fedrec_app.config import parse_run_config
 from fedrec_app.files import atomic_write
 from fedrec_app.node import NodeFailure
 
@@ -100,8 +102,7 @@ def serve(
     threads: int | None = None,
 ) -> None:
     """Warm up (TensorFlow, device, partition), then serve requests until SIGTERM/SIGINT."""
-    from fedrec_app import node  # imports pandas, flwr; TensorFlow only through the warm-up
-    from fedrec_app.model import configure_device
+    from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
     started = time.perf_counter()
     state_dir = Path(state_dir).resolve()
@@ -134,7 +135,7 @@ def serve(
                 log.warning("refused a connection: %r", exc)
                 continue
             with conn:
-                current_run = _serve_one(conn, node, current_run)
+                current_run = _serve_one(conn, current_run)
     except KeyboardInterrupt:
         log.info("warm trainer stopping")
     finally:
@@ -143,10 +144,8 @@ def serve(
         key_file.unlink(missing_ok=True)
 
 
-def _serve_one(conn: Connection, node: Any, current_run: int | None) -> int | None:
+def _serve_one(conn: Connection, current_run: int | None) -> int | None:
     """Receive one request, run it, send the reply; returns the run id now being served."""
-    from fedrec_app.config import parse_run_config
-
     try:
         request = conn.recv()
     except (EOFError, OSError) as exc:
