@@ -1,14 +1,15 @@
 """Flower ClientApp (thin): a node trains on its own partition; the work is in ``fedrec_app.node``.
 
+With the node's warm trainer running, the message goes to it (``fedrec_app.trainer_client``) and
+this process imports neither pandas nor TensorFlow; without one, it does the work here.
 A failure is logged in full here, on the node, and the server gets only ``fedrec:<code>``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -24,31 +25,28 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round: evaluate the incoming global model, train local epochs, reply item rows."""
-    from fedrec_app.node import train_round
-
-    return _serve(msg, context, train_round)
+    return _serve(msg, context, "train_round")
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the final global model with this node's user rows."""
-    from fedrec_app.node import evaluate_round
-
-    return _serve(msg, context, evaluate_round)
+    return _serve(msg, context, "evaluate_round")
 
 
-def _serve(msg: Message, context: Context, work: Callable[..., RecordDict]) -> Message:
-    """Hand the message to the node's warm trainer if one runs, else do ``work`` here."""
-    from fedrec_app import trainer
-    from fedrec_app.node import NodeFailure, node_setup
+def _serve(msg: Message, context: Context, operation: str) -> Message:
+    """Hand the message to the node's warm trainer if one runs, else run ``fedrec_app.node``'s
+    ``operation`` here."""
+    from fedrec_app.node_setup import NodeFailure, node_setup
+    from fedrec_app.trainer_client import ask
 
     log_to_stderr()
     try:
         run_cfg = parse_run_config(context.run_config)
         setup = node_setup(context.node_config, run_cfg, context.node_id)
-        reply = trainer.ask(
+        reply = ask(
             setup.state_dir,
-            work.__name__,
+            operation,
             msg.content,
             context.run_config,
             context.node_config,
@@ -56,7 +54,9 @@ def _serve(msg: Message, context: Context, work: Callable[..., RecordDict]) -> M
             context.run_id,
         )
         if reply is None:
-            reply = work(msg.content, run_cfg, setup, context.run_id)
+            from fedrec_app import node  # pandas; TensorFlow once it trains
+
+            reply = getattr(node, operation)(msg.content, run_cfg, setup, context.run_id)
         return Message(reply, reply_to=msg)
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR

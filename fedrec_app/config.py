@@ -7,6 +7,7 @@ of them. ``parse_run_config`` checks types and ranges and names the offending ke
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,6 +17,10 @@ from fedrec_app.errors import FedrecError
 
 if TYPE_CHECKING:
     from fedrec_app.training import TrainConfig
+
+
+# The project root: the Flower app's pyproject.toml (a source tree or an editable install).
+APP_DIR = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(FedrecError):
@@ -92,6 +97,12 @@ BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "h
 _POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
 _POSITIVE_FLOAT = ("learning_rate", "server_lr", "node_wait_timeout", "round_timeout")
 _NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking")
+
+
+def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
+    """The app's ``[tool.flwr.app.config]`` defaults from its pyproject.toml."""
+    with open(Path(app_dir) / "pyproject.toml", "rb") as handle:
+        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:

@@ -2,13 +2,13 @@
 
 Called by the ClientApp (``fedrec_app.client_app``). The node's users' rows live in its state
 dir (``fedrec_app.node_state``) between rounds and never leave the node unless the run shares
-user factors. Failures raise ``NodeFailure`` with a short code from ``protocol.ERROR_CODES``.
+user factors. Failures raise ``NodeFailure`` (``fedrec_app.node_setup``) with a short code from
+``protocol.ERROR_CODES``.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,30 +21,22 @@ from flwr.app import MetricRecord, RecordDict
 
 from fedrec_app import protocol
 from fedrec_app.config import RunConfig
-from fedrec_app.data.partition import Partition, load_partition, partition_dir_name
+from fedrec_app.data.partition import Partition, load_partition
 from fedrec_app.errors import FedrecError
 from fedrec_app.metrics import EvalSums
+from fedrec_app.node_setup import NodeFailure, NodeSetup
 from fedrec_app.node_state import NodeState, load_state, save_state
 from fedrec_app.scoring import USER_ARRAYS
-from fedrec_app.training import SHARED_ARRAYS, TrainConfig, evaluate, init_user_arrays, train_local
+from fedrec_app.training import (
+    SHARED_ARRAYS,
+    TrainConfig,
+    evaluate,
+    init_item_arrays,
+    init_user_arrays,
+    train_local,
+)
 
 log = logging.getLogger(__name__)
-
-
-class NodeFailure(Exception):
-    """A message this node cannot serve; ``code`` is what the server is told."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-
-
-@dataclass(frozen=True)
-class NodeSetup:
-    """Where this node's partition and state live."""
-
-    partition_dir: Path
-    state_dir: Path
 
 
 @dataclass(frozen=True)
@@ -55,27 +47,6 @@ class RoundOrder:
     state_key: str
     catalogue_fingerprint: str
     evaluate: bool
-
-
-def node_setup(node_config: Mapping[str, object], run_cfg: RunConfig, node_id: int) -> NodeSetup:
-    """Deployment: ``data-path`` + ``state-dir`` from node-config. Simulation: ``partition-id``
-    over run-config ``partition-set``, state in the temp folder."""
-    data_path = node_config.get("data-path")
-    if data_path:
-        partition_dir = Path(str(data_path))
-        state_dir = node_config.get("state-dir")
-        if not state_dir:
-            state_dir = Path(tempfile.gettempdir()) / "fedrec-node-state" / f"node-{node_id}"
-            log.warning("node-config has no state-dir: keeping user rows in %s", state_dir)
-        return NodeSetup(partition_dir=partition_dir, state_dir=Path(str(state_dir)))
-    if "partition-id" in node_config and run_cfg.partition_set:
-        index = int(node_config["partition-id"])  # type: ignore[call-overload]
-        set_dir = Path(run_cfg.partition_set)
-        state_dir = node_config.get("state-dir") or (
-            Path(tempfile.gettempdir()) / "fedrec-node-state" / f"sim-{set_dir.name}-{index}"
-        )
-        return NodeSetup(set_dir / partition_dir_name(index), Path(str(state_dir)))
-    raise NodeFailure("no-partition", f"node-config {sorted(node_config)} names no data-path")
 
 
 @lru_cache(maxsize=4)
@@ -180,6 +151,25 @@ def evaluate_round(
     users = _user_arrays(state, part, run_cfg.train_config())
     metrics = protocol.eval_metrics(_evaluate(shared, users, part), order.round)
     return RecordDict({protocol.METRICS: MetricRecord(metrics)})
+
+
+def warm_up(partition_dir: Path, run_cfg: RunConfig) -> float:
+    """One throw-away local epoch on this node's partition from fresh arrays, so that the model of
+    ``run_cfg``'s shapes is built and its train step traced before the first round; the seconds it
+    took. Nothing is saved: a round's result does not depend on whether a warm-up ran."""
+    started = time.perf_counter()
+    part = cached_partition(partition_dir)
+    tcfg = run_cfg.train_config()
+    train_local(
+        init_item_arrays(len(part.catalogue), tcfg),
+        _user_arrays(None, part, tcfg),
+        part.train,
+        part.catalogue,
+        tcfg,
+        epochs=1,
+        also_rated=part.val,
+    )
+    return time.perf_counter() - started
 
 
 def _prepare(

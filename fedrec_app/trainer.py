@@ -2,9 +2,11 @@
 
 Flower starts a new ``flwr-clientapp`` process for every message, so a ClientApp that trains
 in-process pays the TensorFlow import (seconds) on every round on every node. The trainer pays
-it once: it imports TensorFlow, configures the device and loads the node's partition at start,
-then serves the node's messages over a Unix socket in the node's ``state-dir``. The ClientApp
-becomes a thin adapter (``ask``) that hands over the message and returns the trainer's reply.
+it once: at start it imports TensorFlow, configures the device, loads the node's partition and
+traces the model's train step on it (a throw-away epoch with the app's default hyperparameters),
+then serves the node's messages over a Unix socket in the node's ``state-dir``. The ClientApp is
+a thin adapter (``fedrec_app.trainer_client.ask``) that hands over the message and returns the
+trainer's reply.
 
 Security: the socket is created mode 0600 inside the state dir, and every connection must pass
 the HMAC challenge of ``multiprocessing.connection`` with a random key stored beside it in
@@ -24,75 +26,17 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Mapping
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any
-
-from flwr.app import RecordDict
-from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
 from fedrec_app import node
-from fedrec_app.config import parse_run_config
+from fedrec_app.config import ConfigError, app_defaults, parse_run_config
 from fedrec_app.files import atomic_write
-from fedrec_app.node import NodeFailure
+from fedrec_app.node_setup import NodeFailure, node_setup
+from fedrec_app.trainer_client import KEY_FILE, OPERATIONS, pack, socket_path, unpack
 
 log = logging.getLogger(__name__)
-
-SOCKET_FILE = "trainer.sock"
-KEY_FILE = "trainer.key"
-OPERATIONS = ("train_round", "evaluate_round")
-_fallback_logged = False
-
-
-def socket_path(state_dir: Path) -> Path:
-    return Path(state_dir) / SOCKET_FILE
-
-
-def ask(
-    state_dir: Path,
-    operation: str,
-    content: RecordDict,
-    run_config: Mapping[str, Any],
-    node_config: Mapping[str, Any],
-    node_id: int,
-    run_id: int,
-) -> RecordDict | None:
-    """The warm trainer's reply to one message, or None when no trainer runs for ``state_dir``.
-
-    Raises NodeFailure when the trainer fails the request or dies while serving it.
-    """
-    global _fallback_logged
-    sock, key_file = socket_path(state_dir), Path(state_dir) / KEY_FILE
-    try:
-        key = key_file.read_bytes()
-        conn = Client(str(sock), family="AF_UNIX", authkey=key)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        if not _fallback_logged:
-            log.info("no warm trainer at %s (%s): training in this process", sock, exc)
-            _fallback_logged = True
-        return None
-    except AuthenticationError as exc:
-        raise NodeFailure("trainer-failed", f"{sock}: key challenge failed: {exc}") from exc
-    request = {
-        "operation": operation,
-        "content": _pack(content),
-        "run_config": dict(run_config),
-        "node_config": dict(node_config),
-        "node_id": node_id,
-        "run_id": run_id,
-    }
-    try:
-        with conn:
-            conn.send(request)
-            status, payload = conn.recv()
-    except (EOFError, ConnectionResetError, BrokenPipeError) as exc:
-        raise NodeFailure("trainer-failed", f"{sock} died mid-request: {exc!r}") from exc
-    if status == "ok":
-        return _unpack(payload)
-    raise NodeFailure(*payload)
 
 
 def serve(
@@ -101,7 +45,8 @@ def serve(
     gpu_index: int | None = None,
     threads: int | None = None,
 ) -> None:
-    """Warm up (TensorFlow, device, partition), then serve requests until SIGTERM/SIGINT."""
+    """Warm up (TensorFlow, device, partition, train step), then serve requests until
+    SIGTERM/SIGINT."""
     from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
     started = time.perf_counter()
@@ -109,7 +54,7 @@ def serve(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     device = configure_device(gpu_index, threads)
     if data_path is not None:
-        node.cached_partition(Path(data_path).resolve())
+        _warm_up(Path(data_path).resolve())
     key = secrets.token_bytes(32)
     key_file, sock = state_dir / KEY_FILE, socket_path(state_dir)
     atomic_write(key_file, key, mode=0o600)
@@ -144,6 +89,19 @@ def serve(
         key_file.unlink(missing_ok=True)
 
 
+def _warm_up(partition_dir: Path) -> None:
+    """Load and verify the partition, then trace the train step for the app's default
+    hyperparameters (a run with other model sizes traces its own in its first round)."""
+    node.cached_partition(partition_dir)
+    try:
+        run_cfg = parse_run_config(app_defaults())
+    except (OSError, KeyError, ConfigError) as exc:
+        log.info("no app defaults to warm up with (%s): the first round traces the model", exc)
+        return
+    log.info("partition %s loaded; train step traced in %.1f s",
+             partition_dir, node.warm_up(partition_dir, run_cfg))  # fmt: skip
+
+
 def _serve_one(conn: Connection, current_run: int | None) -> int | None:
     """Receive one request, run it, send the reply; returns the run id now being served."""
     try:
@@ -159,8 +117,8 @@ def _serve_one(conn: Connection, current_run: int | None) -> int | None:
             raise NodeFailure("bad-message", f"unknown operation {request['operation']!r}")
         work = getattr(node, request["operation"])
         run_cfg = parse_run_config(request["run_config"])
-        setup = node.node_setup(request["node_config"], run_cfg, request["node_id"])
-        reply = ("ok", _pack(work(_unpack(request["content"]), run_cfg, setup, run_id)))
+        setup = node_setup(request["node_config"], run_cfg, request["node_id"])
+        reply = ("ok", pack(work(unpack(request["content"]), run_cfg, setup, run_id)))
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR
         log.log(level, "run %s: %s", run_id, exc, exc_info=exc.code != "stale")
@@ -173,17 +131,6 @@ def _serve_one(conn: Connection, current_run: int | None) -> int | None:
     except (OSError, EOFError) as exc:
         log.warning("run %s: the ClientApp left before the reply: %r", run_id, exc)
     return run_id
-
-
-def _pack(content: RecordDict) -> bytes:
-    """A RecordDict as Flower's own wire format (its arrays are memoryviews: no pickling)."""
-    return recorddict_to_proto(content).SerializeToString()
-
-
-def _unpack(data: bytes) -> RecordDict:
-    proto = ProtoRecordDict()
-    proto.ParseFromString(data)
-    return recorddict_from_proto(proto)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

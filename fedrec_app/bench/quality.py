@@ -13,7 +13,6 @@ import json
 import logging
 import subprocess
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
+from fedrec_app.config import APP_DIR, app_defaults
 from fedrec_app.errors import FedrecError
 
 log = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).resolve().parents[2]
 METRIC_KEYS = ("rmse", "mae", "hr@10", "p@10", "r@10", "ndcg@10")
 
 
@@ -35,12 +34,6 @@ class SimulationRun:
     status: str
     seconds: float
     log: str
-
-
-def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
-    """The app's ``[tool.flwr.app.config]`` defaults from its pyproject.toml."""
-    with open(Path(app_dir) / "pyproject.toml", "rb") as handle:
-        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
 
 
 def run_simulation(

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fedrec_app.checkpoint import read_checkpoint
+from fedrec_app.config import APP_DIR
 
 log = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).resolve().parents[2]
 _NOOP_ROUND = re.compile(r"\[noopapp\] round (\d+) seconds=([0-9.]+)")
 _IMPORT_PROBE = (
     "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"

@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
+from fedrec_app.data.layout import partition_dir_name
 from fedrec_app.data.movielens import (
     HOLDOUT,
     HOLDOUT_FRACTION,
@@ -79,10 +80,6 @@ class PartitionResult:
     out: Path
     already_present: bool
     manifest: dict[str, Any]
-
-
-def partition_dir_name(index: int) -> str:
-    return f"partition-{index}"
 
 
 # ----------------------------------------------------------------------------- make

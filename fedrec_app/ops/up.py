@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedrec_app.config import APP_DIR
 from fedrec_app.errors import FedrecError
 from fedrec_app.ops.flower import COMPLETED, FINISHED, ConfigValue, flower_bin
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).resolve().parents[2]  # the repo root: pyproject.toml of the Flower app
 STEPS = (
     "data", "partitions", "certs", "keys", "superlink", "register", "supernodes", "submit",
     "train", "gateway",
@@ -183,8 +183,9 @@ class Launch:
     # ------------------------------------------------------------------ the steps
     def start(self) -> None:
         """Steps 1-10; returns once the gateway answers."""
+        from fedrec_app.data.layout import partition_dir_name
         from fedrec_app.data.movielens import download
-        from fedrec_app.data.partition import make_partitions, partition_dir_name
+        from fedrec_app.data.partition import make_partitions
         from fedrec_app.ops.certs import make_certs, make_node_keys
         from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
         from fedrec_app.ops.trainer import TRAINER_READY

@@ -8,7 +8,6 @@ resume, a node lost mid-run, too few nodes, stale messages and a node without a 
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from fedrec_app import protocol
 from fedrec_app.checkpoint import read_checkpoint, verify_checkpoint
 from fedrec_app.client_app import app as client_app
-from fedrec_app.config import ConfigError, parse_run_config
+from fedrec_app.config import ConfigError, app_defaults, parse_run_config
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.data.partition import make_partitions
 from fedrec_app.node_state import load_state
@@ -28,8 +27,6 @@ from fedrec_app.strategy import FederationError
 from fedrec_app.training import init_item_arrays
 
 pytestmark = pytest.mark.slow  # trains a Keras model (first TensorFlow import takes seconds)
-
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +37,7 @@ def partition_set(synthetic_ml: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _run_config(partition_set: Path, ckpt: Path, **overrides: object) -> dict:
-    with open(PYPROJECT, "rb") as handle:
-        config = dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+    config = app_defaults()
     config.update(
         {
             "num-server-rounds": 2,

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-
 import pytest
 
-from fedrec_app.config import ConfigError, parse_run_config
-
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+from fedrec_app.config import ConfigError, app_defaults, parse_run_config
 
 
 @pytest.fixture
 def defaults() -> dict:
-    with open(PYPROJECT, "rb") as handle:
-        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+    return app_defaults()
 
 
 def test_defaults_parse_and_round_trip(defaults: dict) -> None:

@@ -22,10 +22,10 @@ from flower.direct_grid import DirectGrid
 from flower.test_apps import _nodes, _run_config, partition_set  # noqa: F401 - fixture
 from flwr.app import RecordDict
 
-from fedrec_app import trainer
+from fedrec_app import trainer_client
 from fedrec_app.checkpoint import read_checkpoint
-from fedrec_app.config import parse_run_config
-from fedrec_app.node import NodeFailure
+from fedrec_app.config import app_defaults, parse_run_config
+from fedrec_app.node_setup import NodeFailure
 from fedrec_app.server_app import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -87,17 +87,23 @@ def test_warm_trainer_gives_the_same_model_as_in_process_training(
     tmp_path: Path,
     start_trainer,
 ) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=2)
+    # The app's default model sizes: the run reuses the model the trainers warmed up.
+    defaults = app_defaults()
+    config = _run_config(
+        partition_set, tmp_path / "ckpt", num_server_rounds=2,
+        embedding_dim=defaults["embedding-dim"], rank_dim=defaults["rank-dim"],
+    )  # fmt: skip
     cold_nodes = _nodes(partition_set, tmp_path / "cold")
     cold = _final_arrays(run(DirectGrid(cold_nodes, 7, config), parse_run_config(config), 7))
 
     warm_nodes = _nodes(partition_set, tmp_path / "warm")
     trainers = [start_trainer(node_config) for node_config in warm_nodes.values()]
     for proc in trainers:  # socket and key are private to the node's user
-        for name in (trainer.SOCKET_FILE, trainer.KEY_FILE):
+        for name in (trainer_client.SOCKET_FILE, trainer_client.KEY_FILE):
             assert stat.S_IMODE(os.stat(proc.state_dir / name).st_mode) == 0o600
     warm = _final_arrays(run(DirectGrid(warm_nodes, 7, config), parse_run_config(config), 7))
 
+    assert all("train step traced" in proc.log() for proc in trainers)
     assert all("serving run 7" in proc.log() for proc in trainers)
     assert sorted(warm) == sorted(cold)
     for name in cold:
@@ -127,25 +133,38 @@ def test_a_trainer_crash_fails_that_round_only(
     history = read_checkpoint(final).manifest["history"]
     assert [(e["nodes"], e["failures"]) for e in history] == [(1, 1), (2, 0)]
     # The dead trainer left its socket behind: the next message trained in-process.
-    assert (crashing.state_dir / trainer.SOCKET_FILE).exists()
+    assert (crashing.state_dir / trainer_client.SOCKET_FILE).exists()
 
 
 def test_a_wrong_key_is_refused(partition_set: Path, tmp_path: Path, start_trainer) -> None:  # noqa: F811
     node_config = next(iter(_nodes(partition_set, tmp_path / "state").values()))
     proc = start_trainer(node_config)
-    (proc.state_dir / trainer.KEY_FILE).write_bytes(b"not the key")
+    (proc.state_dir / trainer_client.KEY_FILE).write_bytes(b"not the key")
     with pytest.raises(NodeFailure, match="trainer-failed: .*key challenge failed"):
-        trainer.ask(proc.state_dir, "train_round", RecordDict(), {}, node_config, 1, 9)
+        trainer_client.ask(proc.state_dir, "train_round", RecordDict(), {}, node_config, 1, 9)
     proc.wait_for("refused a connection")
 
 
 def test_no_trainer_means_in_process(tmp_path: Path) -> None:
-    assert trainer.ask(tmp_path, "train_round", RecordDict(), {}, {}, 1, 9) is None
+    assert trainer_client.ask(tmp_path, "train_round", RecordDict(), {}, {}, 1, 9) is None
 
 
-def test_the_client_app_side_imports_no_tensorflow() -> None:
+def test_the_client_app_side_imports_neither_tensorflow_nor_pandas() -> None:
+    """What a ClientApp process loads when a warm trainer serves it (paid every round)."""
     code = (
-        "import sys, fedrec_app.client_app, fedrec_app.trainer, fedrec_app.node; "
+        "import sys, fedrec_app.client_app, fedrec_app.trainer_client, fedrec_app.node_setup; "
+        "heavy = {'tensorflow', 'keras', 'pandas'} & {m.split('.')[0] for m in sys.modules}; "
+        "sys.exit(', '.join(sorted(heavy)) or None)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_node_module_defers_tensorflow_until_it_trains() -> None:
+    code = (
+        "import sys, fedrec_app.node; "
         "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -22,7 +22,8 @@ import pytest
 from launch_helpers import processes_mentioning, wait_gone
 
 from fedrec_app.data.catalogue import read_catalogue_csv
-from fedrec_app.data.partition import make_partitions, partition_dir_name
+from fedrec_app.data.layout import partition_dir_name
+from fedrec_app.data.partition import make_partitions
 from fedrec_app.ops.certs import certificate_sans, make_certs, make_node_keys
 from fedrec_app.ops.federation import NODE_READY
 from fedrec_app.ops.flower import (
