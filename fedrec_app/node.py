@@ -184,7 +184,10 @@ def _prepare(
         )
     if protocol.ARRAYS not in content.array_records:
         raise NodeFailure("bad-message", "no arrays record")
-    shared = protocol.from_record(content.array_records[protocol.ARRAYS])
+    try:
+        shared = protocol.from_record(content.array_records[protocol.ARRAYS])
+    except ValueError as exc:
+        raise NodeFailure("bad-message", f"arrays record: {exc}") from exc
     num_items = len(part.catalogue)
     for name in SHARED_ARRAYS:
         if name not in shared:

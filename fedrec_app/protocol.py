@@ -7,12 +7,19 @@ names), optionally ``users`` (user rows, only when user factors are shared) and 
 (training figures plus the evaluation sums of the incoming model, prefixed ``test.`` / ``val.``).
 An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics``.
 
+Each array record holds ONE Flower ``Array``: the named arrays as an uncompressed ``.npz``
+archive (``to_record`` / ``from_record``). Flower 1.42 moves every Array as an object of its own,
+with requests per object on every hop (ServerApp, SuperLink, SuperNode, ClientApp): the no-op app
+took ~3 s longer per round with its bytes in 12 arrays than in 1 (docs/benchmarks.md).
+
 A failing node replies with a Flower ``Error`` whose reason is ``fedrec:<code>`` (one of
 ``ERROR_CODES``): never data, never a traceback (that stays in the node's log).
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -21,6 +28,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord
 from fedrec_app.metrics import EvalSums
 
 ARRAYS, CONFIG, COUNTS, USERS, METRICS = "arrays", "config", "counts", "users", "metrics"
+PACKED = "npz"  # the one Array of an array record
 EVAL_SPLITS = ("test", "val")
 EVAL_ROUND = "eval-round"  # the round whose global model the evaluation sums describe
 ERROR_PREFIX = "fedrec:"
@@ -36,11 +44,24 @@ ERROR_CODES: dict[str, str] = {
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
+    """Named arrays as an ArrayRecord of one Array (an uncompressed .npz archive)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    return ArrayRecord({PACKED: Array(np.frombuffer(buffer.getbuffer(), np.uint8))})
 
 
 def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in record.items()}
+    """The named arrays of a ``to_record`` record; ValueError when it is not one."""
+    if list(record.keys()) != [PACKED]:
+        raise ValueError(f"expected one array {PACKED!r} in the record, got {sorted(record)}")
+    data = record[PACKED].numpy().tobytes()
+    if not data.startswith(b"PK"):
+        raise ValueError(f"array {PACKED!r} is not an .npz archive")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        raise ValueError(f"array {PACKED!r} is not an .npz archive: {exc}") from exc
 
 
 def eval_metrics(sums: Mapping[str, EvalSums], eval_round: int) -> dict[str, float]:

@@ -1,10 +1,18 @@
-"""`fedrec bench training`: seconds per round of the fedrec app next to a no-op Flower app.
+"""`fedrec bench training`: seconds per round of a no-op Flower app, fedrec training in-process
+and fedrec with warm trainers, all on one real federation in one run.
 
-Both run, one after the other, on the same real federation: a TLS SuperLink with SuperNode
-auth and N authenticated SuperNodes on loopback (``fedrec_app.ops.federation``), each node
-holding one partition of the split. The no-op app's rounds are Flower's own cost (polls, one
-``flwr-clientapp`` process per message, TLS); the rest of a fedrec round is the node's work
-(reported by the nodes) and the ClientApp's imports (TensorFlow), measured separately here.
+The federation is a TLS SuperLink with SuperNode auth and N authenticated SuperNodes on loopback
+(``fedrec_app.ops.federation``), each holding one partition of the split. In order:
+
+1. ``noop``: the no-op app (FedAvg over one tiny array), i.e. Flower's own cost per round (polls,
+   one ``flwr-clientapp`` process per message, TLS);
+2. ``in_process``: fedrec with no trainer running, so every ClientApp imports TensorFlow and
+   loads its partition;
+3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainer``) has started.
+
+Seconds per round are the server's: from sending a round's messages to having aggregated the
+replies (the no-op app: between FedAvg's round-end callbacks), averaged over all rounds, the
+first included.
 """
 
 from __future__ import annotations
@@ -22,16 +30,23 @@ from fedrec_app.config import APP_DIR
 
 log = logging.getLogger(__name__)
 
+APPS = ("noop", "in_process", "warm")
 _NOOP_ROUND = re.compile(r"\[noopapp\] round (\d+) seconds=([0-9.]+)")
 _IMPORT_PROBE = (
-    "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    "import time; import flwr.clientapp; t = time.perf_counter(); import {modules}; "
+    "print(time.perf_counter() - t)"
 )
+# What a fedrec ClientApp process imports on top of Flower, with and without a warm trainer.
+CLIENTAPP_IMPORTS = {
+    "warm": "fedrec_app.client_app, fedrec_app.trainer_client",
+    "in_process": "fedrec_app.client_app, fedrec_app.node, fedrec_app.model",
+}
 
 
-def import_seconds(module: str) -> float:
-    """Seconds a fresh Python process takes to import ``module`` (what each ClientApp pays)."""
+def import_seconds(modules: str) -> float:
+    """Seconds a fresh Python process with Flower loaded takes to import ``modules``."""
     out = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
+        [sys.executable, "-c", _IMPORT_PROBE.format(modules=modules)],
         capture_output=True,
         text=True,
         check=True,
@@ -40,19 +55,16 @@ def import_seconds(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_training_bench(
-    data_dir: Path,
-    split: str,
-    num_nodes: int,
-    rounds: int,
-    seed: int,
-    work_dir: Path,
-    warm_trainers: bool = False,
-) -> dict[str, Any]:
-    """Run the no-op app, then the fedrec app, ``rounds`` rounds each; the figures as a dict.
+def noop_round_seconds(server_log: str) -> list[float]:
+    """The no-op app's seconds per round, from its ServerApp's log."""
+    return [float(seconds) for _, seconds in _NOOP_ROUND.findall(server_log)]
 
-    With ``warm_trainers`` each node trains in its long-lived trainer process
-    (``fedrec_app.trainer``) instead of in the per-message ClientApp process."""
+
+def run_training_bench(
+    data_dir: Path, split: str, num_nodes: int, rounds: int, seed: int, work_dir: Path
+) -> dict[str, Any]:
+    """The three runs (see the module docstring) on one federation; figures as a dict."""
+    from fedrec_app.data.layout import partition_dir_name
     from fedrec_app.data.partition import make_partitions
     from fedrec_app.ops.federation import NOOP_APP_DIR, LocalFederation
 
@@ -61,84 +73,97 @@ def run_training_bench(
     make_partitions(Path(data_dir), parts, num_nodes, split=split, seed=seed)
     nodes = {
         f"node{k}": {
-            "data-path": parts / f"partition-{k}",
+            "data-path": parts / partition_dir_name(k),
             "state-dir": work_dir / "state" / str(k),
         }
         for k in range(num_nodes)
     }
-    with LocalFederation(work_dir / "federation", nodes, warm_trainers=warm_trainers) as fed:
-        noop = fed.run(
+    fedrec_config = {
+        "num-server-rounds": rounds,
+        "min-nodes": num_nodes,
+        "checkpoint-dir": work_dir / "checkpoints",
+        "catalogue": parts / "items.csv",
+        "final-evaluate": False,  # not part of any round; the no-op run has none either
+        "seed": seed,
+    }
+    timeout = 300.0 * rounds + 600
+    runs: dict[str, dict[str, Any]] = {}
+    with LocalFederation(work_dir / "federation", nodes) as fed:
+        log.info("noop: %d rounds of the no-op app", rounds)
+        record = fed.run(
             NOOP_APP_DIR,
             {"num-server-rounds": rounds, "min-nodes": num_nodes, "fraction-evaluate": 0.0},
-            timeout=60.0 * rounds + 300,
+            timeout=timeout,
         )
-        noop_rounds = [float(s) for _, s in _NOOP_ROUND.findall(fed.cli.log(noop["run-id"]))]
-        ckpt = work_dir / "checkpoints"
-        fedrec = fed.run(
-            APP_DIR,
-            {
-                "num-server-rounds": rounds,
-                "min-nodes": num_nodes,
-                "checkpoint-dir": ckpt,
-                "catalogue": parts / "items.csv",
-                "seed": seed,
-            },
-            timeout=300.0 * rounds + 600,
-        )
+        runs["noop"] = _run_figures(record, noop_round_seconds(fed.cli.log(record["run-id"])))
+        for app in ("in_process", "warm"):
+            if app == "warm":
+                log.info("starting %d warm trainers", num_nodes)
+                for name in fed.nodes:
+                    fed.start_trainer(name)
+            log.info("%s: %d rounds of fedrec", app, rounds)
+            record = fed.run(APP_DIR, fedrec_config, timeout=timeout)
+            final = work_dir / "checkpoints" / record["run-id"] / "final"
+            history = read_checkpoint(final).manifest["history"]
+            runs[app] = _run_figures(record, [float(e["seconds"]) for e in history])
+            runs[app]["node_seconds"] = _mean([float(e["node_seconds"]) for e in history])
+            scored = [entry for entry in history if "rmse" in entry]  # the last round is not
+            runs[app]["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
         startup = dict(fed.timings)
-    history = read_checkpoint(ckpt / fedrec["run-id"] / "final").manifest["history"]
-    fedrec_rounds = [float(e["seconds"]) for e in history]
-    node = {
-        key: _mean([float(e.get(key, 0.0)) for e in history])
-        for key in ("node_seconds", "node_eval_seconds", "node_train_seconds")
-    }
     return {
         "nodes": num_nodes,
         "rounds": rounds,
-        "warm_trainers": warm_trainers,
         "split": split,
+        "seed": seed,
         "federation_start_seconds": startup,
-        "noop": {
-            "run_seconds": noop["seconds"],
-            "round_seconds": noop_rounds,
-            "mean_round_seconds": _mean(noop_rounds),
-        },
-        "fedrec": {
-            "run_seconds": fedrec["seconds"],
-            "round_seconds": fedrec_rounds,
-            "mean_round_seconds": _mean(fedrec_rounds),
-            "mean_node_seconds": node,
-            "first_round_seconds": fedrec_rounds[0] if fedrec_rounds else None,
-        },
+        "runs": runs,
         "clientapp_import_seconds": {
-            "numpy+flwr": import_seconds("numpy, flwr.clientapp"),
-            "fedrec_app.node (pandas, flwr)": import_seconds("fedrec_app.node"),
-            "fedrec_app.model (tensorflow, keras)": import_seconds("fedrec_app.model"),
+            app: import_seconds(modules) for app, modules in CLIENTAPP_IMPORTS.items()
         },
     }
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def _run_figures(record: dict[str, Any], round_seconds: list[float]) -> dict[str, Any]:
+    if not round_seconds:
+        raise ValueError(f"run {record.get('run-id')} reported no round times")
+    return {
+        "run_id": record["run-id"],
+        "run_seconds": record["seconds"],
+        "round_seconds": round_seconds,
+        "mean_round_seconds": _mean(round_seconds),
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """``{"noop": s, "in_process": s, "warm": s}``: mean seconds per round of each run."""
+    return {app: round(result["runs"][app]["mean_round_seconds"], 3) for app in APPS}
 
 
 def table(result: dict[str, Any]) -> str:
-    """A Markdown table: seconds per round of both apps and where the difference goes."""
-    noop, fedrec = result["noop"], result["fedrec"]
-    node = fedrec["mean_node_seconds"]
-    imports = result["clientapp_import_seconds"]
+    """A Markdown table of the three runs, each against the no-op app."""
+    runs, noop = result["runs"], result["runs"]["noop"]["mean_round_seconds"]
     rows = [
-        f"{result['nodes']} SuperNodes (TLS + auth, loopback), {result['rounds']} rounds each"
-        + (", warm trainers" if result.get("warm_trainers") else ""),
+        f"{result['nodes']} SuperNodes (TLS + node auth, loopback), {result['split']} partitions, "
+        f"{result['rounds']} rounds per run",
         "",
-        "| app | run seconds | mean seconds per round |",
-        "|---|---|---|",
-        f"| no-op (FedAvg, numpy) | {noop['run_seconds']:.1f} | {noop['mean_round_seconds']:.1f} |",
-        f"| fedrec | {fedrec['run_seconds']:.1f} | {fedrec['mean_round_seconds']:.1f} |",
-        "",
-        "fedrec, slowest node per round (mean): whole handler "
-        f"{node['node_seconds']:.1f} s (of which evaluation {node['node_eval_seconds']:.1f} s, "
-        f"training {node['node_train_seconds']:.1f} s; the rest is imports and data loading)",
+        "| run | mean s/round | x no-op | rounds (s) | slowest node's handler (s, mean) |",
+        "|---|---|---|---|---|",
     ]
-    rows += [f"import in a fresh process: {name} {sec:.1f} s" for name, sec in imports.items()]
+    for app in APPS:
+        run = runs[app]
+        node = f"{run['node_seconds']:.2f}" if "node_seconds" in run else "-"
+        rounds = " ".join(f"{s:.1f}" for s in run["round_seconds"])
+        rows.append(
+            f"| {app} | {run['mean_round_seconds']:.2f} | "
+            f"{run['mean_round_seconds'] / noop:.2f} | {rounds} | {node} |"
+        )
+    rows.append("")
+    rows += [
+        f"ClientApp imports on top of Flower ({app}): {seconds:.2f} s"
+        for app, seconds in result["clientapp_import_seconds"].items()
+    ]
     return "\n".join(rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flower.direct_grid import DirectGrid
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from fedrec_app import protocol
 from fedrec_app.checkpoint import read_checkpoint, verify_checkpoint
@@ -200,3 +200,9 @@ def test_client_stale_and_unconfigured_nodes_reply_short_codes(
     assert missing.has_error() and missing.error.reason == "fedrec:no-partition"
     broken = ask(3, {**node_config, "data-path": str(tmp_path / "nowhere")})
     assert broken.error.reason == "fedrec:bad-partition"  # no path, no data in the reply
+    unpacked = _train_message(partition_set, 4)  # one Array per name: not this protocol
+    unpacked.content.array_records[protocol.ARRAYS] = ArrayRecord(
+        {"item_bias": Array(np.zeros(3, np.float32))}
+    )
+    context = Context(49, 5, dict(node_config), RecordDict(), dict(config))
+    assert client_app(unpacked, context).error.reason == "fedrec:bad-message"

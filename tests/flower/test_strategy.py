@@ -89,9 +89,9 @@ def test_weights_follow_counts_not_node_numbers() -> None:
 def test_errors_and_malformed_replies_are_failures_and_ignored() -> None:
     error = _answer(3, Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="fedrec:internal"))
     bad = _reply(4, 100.0, [1, 1, 1, 1], 1)
-    bad.content.array_records[protocol.ARRAYS]["item_bias"] = protocol.to_record(
-        {"x": np.zeros(N_ITEMS + 1, np.float32)}
-    )["x"]
+    arrays = protocol.from_record(bad.content.array_records[protocol.ARRAYS])
+    arrays["item_bias"] = np.zeros(N_ITEMS + 1, np.float32)
+    bad.content.array_records[protocol.ARRAYS] = protocol.to_record(arrays)
     result = aggregate(_previous(), [_reply(1, 2.0, [1, 0, 0, 0], 1), error, bad])
     assert result.num_replies == 1 and len(result.failures) == 2
     assert "fedrec:internal" in result.failures[0] and "node 4" in result.failures[1]
