@@ -45,8 +45,8 @@ def serve(
     gpu_index: int | None = None,
     threads: int | None = None,
 ) -> None:
-    """Warm up (TensorFlow, device, partition, train step), then serve requests until
-    SIGTERM/SIGINT."""
+    """Import TensorFlow, set up the device, verify the partition, listen, trace the train step,
+    then serve requests one at a time until SIGTERM/SIGINT."""
     from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
     started = time.perf_counter()
@@ -54,7 +54,7 @@ def serve(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     device = configure_device(gpu_index, threads)
     if data_path is not None:
-        _warm_up(Path(data_path).resolve())
+        node.cached_partition(Path(data_path).resolve())  # verified before anyone connects
     key = secrets.token_bytes(32)
     key_file, sock = state_dir / KEY_FILE, socket_path(state_dir)
     atomic_write(key_file, key, mode=0o600)
@@ -65,14 +65,13 @@ def serve(
     finally:
         os.umask(old_umask)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    log.info(
-        "warm trainer ready on %s (device %s) after %.1f s",
-        sock,
-        device,
-        time.perf_counter() - started,
-    )
-    current_run: int | None = None
+    # From here a ClientApp that connects waits for the warm-up instead of training itself.
+    log.info("warm trainer listening on %s (device %s)", sock, device)
     try:
+        if data_path is not None:
+            _warm_up(Path(data_path).resolve())
+        log.info("warm trainer ready on %s after %.1f s", sock, time.perf_counter() - started)
+        current_run: int | None = None
         while True:
             try:
                 conn = listener.accept()
@@ -90,16 +89,17 @@ def serve(
 
 
 def _warm_up(partition_dir: Path) -> None:
-    """Load and verify the partition, then trace the train step for the app's default
-    hyperparameters (a run with other model sizes traces its own in its first round)."""
-    node.cached_partition(partition_dir)
+    """Trace the train step on the partition for the app's default hyperparameters (a run
+    with other model sizes traces its own in its first round)."""
     try:
         run_cfg = parse_run_config(app_defaults())
     except (OSError, KeyError, ConfigError) as exc:
         log.info("no app defaults to warm up with (%s): the first round traces the model", exc)
         return
-    log.info("partition %s loaded; train step traced in %.1f s",
-             partition_dir, node.warm_up(partition_dir, run_cfg))  # fmt: skip
+    try:
+        log.info("train step traced in %.1f s", node.warm_up(partition_dir, run_cfg))
+    except Exception:  # only an optimisation: the first round traces the model instead
+        log.exception("warm-up failed; serving anyway")
 
 
 def _serve_one(conn: Connection, current_run: int | None) -> int | None:

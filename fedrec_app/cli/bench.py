@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     t.add_argument("--details", type=Path, help="also write every figure (JSON) here")
     t.set_defaults(func=_training)
+    _register_launch(kinds)
     _register_gateway(kinds)
     _register_foldin(kinds)
 
@@ -104,6 +105,34 @@ def _training(args: argparse.Namespace) -> int:
     _write_json(args.json, headline(result))
     if args.details:
         _write_json(args.details, result)
+    return 0
+
+
+def _register_launch(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "launch",
+        help="the default `fedrec up` to a serving gateway, with and without warm trainers",
+        description="Runs the default `fedrec up` twice from empty folders (warm trainers, then "
+        "--no-warm-trainers), each until its gateway answers, then stops it; prints seconds per "
+        "step, the speedup and whether both final models scored the same.",
+    )
+    p.add_argument("--zip", type=Path, help="a local ml-100k.zip instead of downloading it")
+    p.add_argument("--md5", help="the md5 the --zip must have")
+    p.add_argument("--work-dir", type=Path, help="keep both launches' folders here")
+    p.add_argument(
+        "--json", type=Path, required=True,
+        help='write {"warm": s, "cold": s, "speedup": x, ...} here',
+    )  # fmt: skip
+    p.set_defaults(func=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from fedrec_app.bench.launch import run_launch_bench, table
+
+    with tempfile.TemporaryDirectory(prefix="fedrec-bench-launch-") as tmp:
+        result = run_launch_bench(args.work_dir or Path(tmp), args.zip, args.md5, say=print)
+    print(table(result))
+    _write_json(args.json, result)
     return 0
 
 

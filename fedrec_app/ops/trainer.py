@@ -12,7 +12,8 @@ from pathlib import Path
 
 from fedrec_app.errors import FedrecError
 
-TRAINER_READY = "warm trainer ready"
+TRAINER_LISTENING = "warm trainer listening"  # ClientApps that connect now wait for the warm-up
+TRAINER_READY = "warm trainer ready"  # warmed up: the train step is traced
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """`fedrec up`: the whole system on one machine, step by step, until Ctrl+C.
 
-data → partitions → certs → keys → SuperLink (TLS, SuperNode auth, database) → register keys →
+data → partitions → warm trainers (one per SuperNode; TensorFlow loads while the rest starts) →
+certs → keys → SuperLink (TLS, SuperNode auth, database) → register keys →
 N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS →
 training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
 gateway on the final checkpoint. Ctrl+C (or SIGTERM) at any point stops what was started:
-gateway, log follower, SuperNodes, then the SuperLink.
+gateway, log follower, SuperNodes and trainers, then the SuperLink.
 
 Layout under `work`: `partitions/`, `checkpoints/<run-id>/`, and the `LocalFederation` layout
 (`certs/`, `superlink/`, `cli/`, `nodes/snK/` with `state/`, `logs/`).
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "data", "partitions", "certs", "keys", "superlink", "register", "supernodes", "submit",
-    "train", "gateway",
+    "data", "partitions", "trainers", "certs", "keys", "superlink", "register", "supernodes",
+    "submit", "train", "gateway",
 )  # fmt: skip
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
 DEFAULT_NODES = 3
@@ -182,13 +183,13 @@ class Launch:
 
     # ------------------------------------------------------------------ the steps
     def start(self) -> None:
-        """Steps 1-10; returns once the gateway answers."""
+        """Every step of ``STEPS``; returns once the gateway answers."""
         from fedrec_app.data.layout import partition_dir_name
         from fedrec_app.data.movielens import download
         from fedrec_app.data.partition import make_partitions
         from fedrec_app.ops.certs import make_certs, make_node_keys
         from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
-        from fedrec_app.ops.trainer import TRAINER_READY
+        from fedrec_app.ops.trainer import TRAINER_LISTENING
 
         opt = self.options
         opt.check()
@@ -229,6 +230,14 @@ class Launch:
             port = free_port(opt.host)
         fed = LocalFederation(self.work, node_configs, port=port, host=opt.host)
         self.federation = fed
+        if opt.warm_trainers:
+            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
+                for name in fed.nodes:  # TensorFlow loads while the federation starts
+                    fed.start_trainer(name, wait=False)
+                self.say("      importing TensorFlow and tracing the model in the background")
+        else:
+            with self.progress.step("trainers", "none (--no-warm-trainers)"):
+                self.say("      every ClientApp process imports TensorFlow itself")
         with self.progress.step("certs", f"CA + SuperLink certificate in {fed.certs.out}"):
             if fed.certs.ca_cert.exists():
                 self.say("      reusing the existing CA and server certificate")
@@ -247,21 +256,18 @@ class Launch:
             fed.register()
             for node in fed.nodes.values():
                 self.say(f"      {node.name}: node id {node.node_id}")
-        warm = " + warm trainers" if opt.warm_trainers else ""
-        with self.progress.step("supernodes", f"{opt.nodes} SuperNodes{warm}, one partition each"):
+        with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
             for name in fed.nodes:
-                if opt.warm_trainers:
-                    fed.start_trainer(name, wait=False)
                 fed.start_node(name, wait=False)
             for node in fed.nodes.values():  # activated: the node logs the id it registered as
                 match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
                 if match.group(1) != node.node_id:
                     raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
                                       f"registered as {node.node_id}")
-                if node.trainer is not None:
-                    node.trainer.wait_for_log(TRAINER_READY, fed.ready_timeout)
-            self.say(f"      all {opt.nodes} connected{warm and ', trainers ready'} "
-                     f"(logs in {fed.logs})")
+                if node.trainer is not None:  # its socket is there: no round trains in-process
+                    node.trainer.wait_for_log(TRAINER_LISTENING, fed.ready_timeout)
+            trainers = ", trainers listening" if opt.warm_trainers else ""
+            self.say(f"      all {opt.nodes} connected{trainers} (logs in {fed.logs})")
 
         checkpoints = self.work / "checkpoints"
         run_config: dict[str, ConfigValue] = {

@@ -131,9 +131,11 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
     proc, work, out = _start_up(tmp_path, synthetic_zip, port, rounds=1)
     try:
         text = wait_for_output(out, "Press Ctrl+C", 600, alive=lambda: proc.poll() is None)
-        for number, step in enumerate(("data", "partitions", "certs", "keys", "superlink",
-                                       "register", "supernodes", "submit", "train", "gateway"), 1):
-            assert f"[{number}/10] {step}:" in text and f"{step} done in" in text
+        for number, step in enumerate(("data", "partitions", "trainers", "certs", "keys",
+                                       "superlink", "register", "supernodes", "submit", "train",
+                                       "gateway"), 1):
+            assert f"[{number}/11] {step}:" in text and f"{step} done in" in text
+        assert "[3/11] trainers: 2 warm trainers" in text
         assert "model of round 1 on the held-out ratings: RMSE" in text
         assert f'curl "http://127.0.0.1:{port}/recommend?user_id=4&n=5"' in text
         url = f"http://127.0.0.1:{port}/recommend?user_id=4&n=5"
@@ -166,7 +168,7 @@ def test_ctrl_c_while_training_leaves_nothing_behind(
     proc, work, out = _start_up(tmp_path, synthetic_zip, free_port(), rounds=50,
                                 sigint_ignored=True)
     try:
-        wait_for_output(out, "[9/10] train:", 300, alive=lambda: proc.poll() is None)
+        wait_for_output(out, "[10/11] train:", 300, alive=lambda: proc.poll() is None)
         assert _interrupt(proc, work) == 130
     finally:
         if proc.poll() is None:
@@ -174,7 +176,7 @@ def test_ctrl_c_while_training_leaves_nothing_behind(
     text = out.read_text()
     assert "interrupted: stopping what was started" in text
     assert "stopped: follower, supernodes, superlink" in text
-    assert "[10/10]" not in text
+    assert "[11/11]" not in text
 
 
 @pytest.mark.integration
@@ -192,6 +194,6 @@ def test_a_failed_run_stops_the_launch_with_the_runs_own_error(
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ended finished:failed: ServerApp failed with exception" in done.stderr
     assert "missing/items.csv" in done.stderr and "ServerApp log (tail)" in done.stderr
-    assert "[10/10]" not in done.stdout
+    assert "[11/11]" not in done.stdout
     assert "stopped: follower, supernodes, superlink" in done.stdout
     assert not wait_gone(str(work), timeout=10)
