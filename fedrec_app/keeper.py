@@ -7,7 +7,9 @@ round's replies or the final evaluation), so every folder's manifest holds its o
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,8 @@ class CheckpointKeeper:
         for earlier in sorted(r for r in self._pending if r < server_round):
             self._write(earlier, {})
         self._pending[server_round] = (dict(shared), users, dict(round_metrics))
+        if server_round == self.cfg.num_server_rounds:
+            load_keras_in_background()
 
     def evaluated(self, server_round: int, metrics: dict[str, float]) -> None:
         if server_round in self._pending:
@@ -156,6 +160,14 @@ class CheckpointKeeper:
 _CALLER_FIELDS = (
     "run_id", "round", "state_key", "resumed_from", "model", "metrics", "history", "run_config",
 )  # fmt: skip
+
+
+def load_keras_in_background() -> None:
+    """Import Keras (seconds of CPU) in a thread, so that ``final/model.keras`` does not wait for
+    it: started once the last round is trained, it loads while the final evaluation runs."""
+    threading.Thread(
+        target=importlib.import_module, args=("fedrec_app.model",), name="load-keras", daemon=True
+    ).start()
 
 
 def write_keras(path: Path, arrays: dict[str, np.ndarray], tcfg: TrainConfig) -> None:
