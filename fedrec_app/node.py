@@ -82,6 +82,7 @@ def train_round(
     if state is not None and state.run_id == run_id and state.round >= order.round:
         raise NodeFailure("stale", f"round {order.round}: this node already trained {state.round}")
     tcfg = run_cfg.train_config(order.round)
+    _configure_device(setup)
     users = _user_arrays(state, part, tcfg)
     # The optimizer continues where this node left off, unless its user rows were rebuilt.
     optimizer = None
@@ -170,6 +171,13 @@ def warm_up(partition_dir: Path, run_cfg: RunConfig) -> float:
         also_rated=part.val,
     )
     return time.perf_counter() - started
+
+
+def _configure_device(setup: NodeSetup) -> None:
+    """The node's device and thread cap, before its first TensorFlow op (once per process)."""
+    from fedrec_app.model import configure_device  # TensorFlow
+
+    configure_device(setup.gpu_index, setup.threads)
 
 
 def _prepare(

@@ -34,6 +34,7 @@ EVAL_ROUND = "eval-round"  # the round whose global model the evaluation sums de
 ERROR_PREFIX = "fedrec:"
 ERROR_CODES: dict[str, str] = {
     "no-partition": "node-config has no data-path and run-config no partition-set",
+    "bad-node-config": "a node-config value has the wrong type (gpu-index, threads)",
     "bad-partition": "the node's partition failed verification",
     "catalogue-mismatch": "the node's catalogue differs from the server's",
     "bad-message": "the message lacks a record or an array",

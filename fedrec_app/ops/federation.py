@@ -11,6 +11,7 @@ on exceptions and Ctrl+C.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -87,13 +88,16 @@ class LocalFederation:
         configs = nodes if isinstance(nodes, Mapping) else {name: {} for name in nodes}
         if not configs:
             raise FedrecError("a federation needs at least one node name")
+        # The nodes share this host's cores: each trains with its share (TensorFlow's default
+        # thread pools, one per node, oversubscribe the CPU).
+        threads = max(1, (os.cpu_count() or 1) // len(configs))
         self.nodes: dict[str, Node] = {
             name: Node(
                 name=name,
                 key=NodeKey(name, self.certs.out / "nodes" / name),
                 home=self.work_dir / "nodes" / name,
                 runtime_port=free_port(),
-                node_config=dict(config),
+                node_config={"threads": threads, **config},
             )
             for name, config in configs.items()
         }

@@ -21,6 +21,7 @@ class TrainerCommand:
     state_dir: Path
     data_path: Path | None = None
     gpu_index: int | None = None
+    threads: int | None = None
 
     @classmethod
     def for_node(cls, node_config: Mapping[str, object]) -> TrainerCommand:
@@ -28,11 +29,12 @@ class TrainerCommand:
         if not node_config.get("state-dir"):
             raise FedrecError("a warm trainer needs the node's state-dir in its node-config")
         data_path = node_config.get("data-path")
-        gpu = node_config.get("gpu-index")
+        gpu, threads = node_config.get("gpu-index"), node_config.get("threads")
         return cls(
             state_dir=Path(str(node_config["state-dir"])),
             data_path=Path(str(data_path)) if data_path else None,
             gpu_index=int(gpu) if gpu is not None else None,  # type: ignore[call-overload]
+            threads=int(threads) if threads is not None else None,  # type: ignore[call-overload]
         )
 
     def argv(self) -> list[str]:
@@ -41,4 +43,6 @@ class TrainerCommand:
             argv += ["--data-path", str(self.data_path)]
         if self.gpu_index is not None:
             argv += ["--gpu-index", str(self.gpu_index)]
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
         return argv
