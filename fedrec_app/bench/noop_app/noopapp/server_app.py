@@ -1,4 +1,4 @@
-"""ServerApp: FedAvg over one array for `num-server-rounds`, logging seconds per round."""
+"""ServerApp: FedAvg over `num-arrays` arrays for `num-server-rounds`, logging seconds per round."""
 
 import time
 
@@ -30,7 +30,8 @@ def main(grid: Grid, context: Context) -> None:
             print(f"[noopapp] round {server_round} seconds={now - last[0]:.2f}", flush=True)
         last[0] = now
 
-    initial = ArrayRecord([np.zeros(int(cfg["array-size"]), dtype=np.float32)])
+    size, count = int(cfg["array-size"]), int(cfg["num-arrays"])
+    initial = ArrayRecord([np.full(size, i, dtype=np.float32) for i in range(count)])
     rounds = int(cfg["num-server-rounds"])
     strategy.start(
         grid=grid,
