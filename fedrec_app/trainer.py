@@ -45,16 +45,11 @@ def serve(
     gpu_index: int | None = None,
     threads: int | None = None,
 ) -> None:
-    """Import TensorFlow, set up the device, verify the partition, listen, trace the train step,
-    then serve requests one at a time until SIGTERM/SIGINT."""
-    from fedrec_app.model import configure_device  # TensorFlow: imported here, once
-
+    """Listen, then import TensorFlow, set up the device, verify the partition and trace the train
+    step; then serve requests one at a time until SIGTERM/SIGINT."""
     started = time.perf_counter()
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    device = configure_device(gpu_index, threads)
-    if data_path is not None:
-        node.cached_partition(Path(data_path).resolve())  # verified before anyone connects
     key = secrets.token_bytes(32)
     key_file, sock = state_dir / KEY_FILE, socket_path(state_dir)
     atomic_write(key_file, key, mode=0o600)
@@ -66,11 +61,16 @@ def serve(
         os.umask(old_umask)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # From here a ClientApp that connects waits for the warm-up instead of training itself.
-    log.info("warm trainer listening on %s (device %s)", sock, device)
+    log.info("warm trainer listening on %s", sock)
     try:
+        from fedrec_app.model import configure_device  # TensorFlow: imported here, once
+
+        device = configure_device(gpu_index, threads)
         if data_path is not None:
+            node.cached_partition(Path(data_path).resolve())
             _warm_up(Path(data_path).resolve())
-        log.info("warm trainer ready on %s after %.1f s", sock, time.perf_counter() - started)
+        log.info("warm trainer ready on %s (device %s) after %.1f s",
+                 sock, device, time.perf_counter() - started)  # fmt: skip
         current_run: int | None = None
         while True:
             try:

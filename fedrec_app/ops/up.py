@@ -1,7 +1,8 @@
 """`fedrec up`: the whole system on one machine, step by step, until Ctrl+C.
 
-data → partitions → warm trainers (one per SuperNode; TensorFlow loads while the rest starts) →
-certs → keys → SuperLink (TLS, SuperNode auth, database) → register keys →
+data → partitions → certs → keys → SuperLink (TLS, SuperNode auth, database) → register keys →
+warm trainers (one per SuperNode; TensorFlow loads while the SuperNodes start and the run is
+submitted) →
 N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS →
 training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
 gateway on the final checkpoint. Ctrl+C (or SIGTERM) at any point stops what was started:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "data", "partitions", "trainers", "certs", "keys", "superlink", "register", "supernodes",
+    "data", "partitions", "certs", "keys", "superlink", "register", "trainers", "supernodes",
     "submit", "train", "gateway",
 )  # fmt: skip
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
@@ -230,14 +231,6 @@ class Launch:
             port = free_port(opt.host)
         fed = LocalFederation(self.work, node_configs, port=port, host=opt.host)
         self.federation = fed
-        if opt.warm_trainers:
-            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
-                for name in fed.nodes:  # TensorFlow loads while the federation starts
-                    fed.start_trainer(name, wait=False)
-                self.say("      importing TensorFlow and tracing the model in the background")
-        else:
-            with self.progress.step("trainers", "none (--no-warm-trainers)"):
-                self.say("      every ClientApp process imports TensorFlow itself")
         with self.progress.step("certs", f"CA + SuperLink certificate in {fed.certs.out}"):
             if fed.certs.ca_cert.exists():
                 self.say("      reusing the existing CA and server certificate")
@@ -256,6 +249,14 @@ class Launch:
             fed.register()
             for node in fed.nodes.values():
                 self.say(f"      {node.name}: node id {node.node_id}")
+        if opt.warm_trainers:
+            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
+                for name in fed.nodes:  # they listen at once, then load TensorFlow
+                    fed.start_trainer(name, wait=False)
+                self.say("      importing TensorFlow and tracing the model in the background")
+        else:
+            with self.progress.step("trainers", "none (--no-warm-trainers)"):
+                self.say("      every ClientApp process imports TensorFlow itself")
         with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
             for name in fed.nodes:
                 fed.start_node(name, wait=False)
