@@ -10,7 +10,7 @@ An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics`
 Each array record holds ONE Flower ``Array``: the named arrays as an uncompressed ``.npz``
 archive (``to_record`` / ``from_record``). Flower 1.42 moves every Array as an object of its own,
 with requests per object on every hop (ServerApp, SuperLink, SuperNode, ClientApp): the no-op app
-took ~3 s longer per round with its bytes in 12 arrays than in 1 (docs/benchmarks.md).
+took 0.5-3.5 s longer per round with its bytes in 12 arrays than in 1 (docs/benchmarks.md).
 
 A failing node replies with a Flower ``Error`` whose reason is ``fedrec:<code>`` (one of
 ``ERROR_CODES``): never data, never a traceback (that stays in the node's log).
