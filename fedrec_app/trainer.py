@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from fedrec_app import node
 from fedrec_app.config import ConfigError, app_defaults, parse_run_config
+from fedrec_app.errors import FedrecError
 from fedrec_app.files import atomic_write
 from fedrec_app.node_setup import NodeFailure, node_setup
 from fedrec_app.trainer_client import KEY_FILE, OPERATIONS, pack, socket_path, unpack
@@ -50,8 +52,10 @@ def serve(
     started = time.perf_counter()
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = secrets.token_bytes(32)
     key_file, sock = state_dir / KEY_FILE, socket_path(state_dir)
+    if _in_use(sock):
+        raise FedrecError(f"a warm trainer already serves {sock}: not starting a second one")
+    key = secrets.token_bytes(32)
     atomic_write(key_file, key, mode=0o600)
     sock.unlink(missing_ok=True)
     old_umask = os.umask(0o177)  # the socket file is created 0600
@@ -67,7 +71,10 @@ def serve(
 
         device = configure_device(gpu_index, threads)
         if data_path is not None:
-            node.cached_partition(Path(data_path).resolve())
+            try:
+                node.cached_partition(Path(data_path).resolve())
+            except NodeFailure as exc:
+                raise FedrecError(f"--data-path {data_path}: {exc}") from exc
             _warm_up(Path(data_path).resolve())
         log.info("warm trainer ready on %s (device %s) after %.1f s",
                  sock, device, time.perf_counter() - started)  # fmt: skip
@@ -86,6 +93,16 @@ def serve(
         listener.close()
         sock.unlink(missing_ok=True)
         key_file.unlink(missing_ok=True)
+
+
+def _in_use(sock: Path) -> bool:
+    """Whether a process listens on ``sock`` (a live trainer; a dead one's file refuses)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def _warm_up(partition_dir: Path) -> None:

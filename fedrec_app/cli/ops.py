@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="federation manifest (default %(default)s)")
     deploy.add_argument("--dry-run", action="store_true",
                         help="check and print the command line instead of starting it")
+    deploy.add_argument("--no-trainer", action="store_true",
+                        help="supernode: do not start the node's warm trainer in the background "
+                        "(its own unit or `deploy trainer NAME` runs it)")  # fmt: skip
     deploy.set_defaults(func=_deploy)
 
 
@@ -81,7 +84,13 @@ def _deploy(args: argparse.Namespace) -> int:
     import shlex
 
     from fedrec_app.errors import FedrecError
-    from fedrec_app.ops.deploy import exec_launch, launch_for, register_nodes
+    from fedrec_app.ops.deploy import (
+        TRAINER_LOG,
+        exec_launch,
+        launch_for,
+        register_nodes,
+        start_in_background,
+    )
     from fedrec_app.ops.manifest import load_manifest
 
     manifest = load_manifest(args.config)
@@ -96,12 +105,22 @@ def _deploy(args: argparse.Namespace) -> int:
         for name, node_id in register_nodes(manifest).items():
             print(f"{name}: {node_id}")
         return 0
+    if args.no_trainer and args.role != "supernode":
+        raise FedrecError("--no-trainer applies to deploy supernode only")
     launch = launch_for(manifest, args.role, args.name)
+    trainer = None
+    if args.role == "supernode" and not args.no_trainer:
+        trainer = launch_for(manifest, "trainer", args.name)
     if args.dry_run:
         flwr_env = {k: v for k, v in launch.env.items() if k.startswith("FLWR_")}
         print(f"cd {shlex.quote(str(launch.cwd))}")
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(flwr_env.items())),
               shlex.join(launch.argv))
+        if trainer is not None:
+            print(f"# in the background, logging to {trainer.cwd / TRAINER_LOG}:")
+            print(shlex.join(trainer.argv))
         return 0
+    if trainer is not None:
+        start_in_background(trainer, trainer.cwd / TRAINER_LOG)
     exec_launch(launch)
     return 0  # not reached: exec replaced this process

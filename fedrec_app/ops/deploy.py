@@ -2,13 +2,15 @@
 
 `superlink`, `supernode NAME`, `trainer NAME` (the node's warm trainer) and `gateway` replace
 this process (exec) with the role's process, so a supervisor (systemd) manages it directly;
-`register` registers every node key.
+`supernode NAME` first starts the node's trainer in the background unless told not to (the
+systemd units run it as a unit of its own). `register` registers every node key.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from fedrec_app.ops.trainer import TrainerCommand
 log = logging.getLogger(__name__)
 
 ALREADY_REGISTERED = "Public key already in use"
+TRAINER_LOG = "trainer.log"  # in the node's state dir, when `deploy supernode` starts the trainer
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,20 @@ def exec_launch(launch: Launch) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(launch.argv[0], launch.argv, launch.env)
+
+
+def start_in_background(launch: Launch, log_file: Path) -> None:
+    """Start the launch in this process group (Ctrl+C in the terminal stops it with the role
+    this process becomes), its output appended to ``log_file``. A trainer that finds another one
+    serving its socket exits."""
+    for folder in launch.folders:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen(
+            launch.argv, env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    log.info("started pid %d in the background: %s (log %s)", process.pid, launch.argv, log_file)
 
 
 def register_nodes(manifest: Manifest) -> dict[str, str]:

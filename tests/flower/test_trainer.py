@@ -145,6 +145,18 @@ def test_a_wrong_key_is_refused(partition_set: Path, tmp_path: Path, start_train
     proc.wait_for("refused a connection")
 
 
+def test_a_second_trainer_for_the_same_node_refuses_to_start(
+    partition_set: Path, tmp_path: Path, start_trainer  # noqa: F811 - fixture
+) -> None:
+    node_config = next(iter(_nodes(partition_set, tmp_path / "state").values()))
+    first = start_trainer(node_config)
+    second = TrainerProcess(node_config, tmp_path / "second.log")
+    assert second.proc.wait(timeout=60) == 2
+    assert "a warm trainer already serves" in second.log()
+    with pytest.raises(NodeFailure, match="bad-message: unknown operation"):  # the first serves
+        trainer_client.ask(first.state_dir, "no-such-op", RecordDict(), {}, node_config, 1, 9)
+
+
 def test_no_trainer_means_in_process(tmp_path: Path) -> None:
     assert trainer_client.ask(tmp_path, "train_round", RecordDict(), {}, {}, 1, 9) is None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from launch_helpers import wait_for_output
 
 from fedrec_app.ops.certs import make_certs, make_node_keys
 from fedrec_app.ops.federation import NODE_READY, NOOP_APP_DIR, free_port
@@ -64,6 +65,9 @@ def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
         for proc in procs[1:]:
             proc.wait_for_log(NODE_READY, timeout=90)
         assert (tmp_path / "state" / "superlink" / "state.db").is_file()
+        for name in ("site1", "site2"):  # each node's trainer started: its data dir is empty
+            trainer_log = tmp_path / "state" / name / "trainer.log"
+            wait_for_output(trainer_log, "bad-partition", 60)
         assert "--max-wait-time 61" in " ".join(Path(f"/proc/{procs[2].pid}/cmdline")
                                                 .read_text().split("\0"))
         cli = FlwrCli(manifest.cli_home)

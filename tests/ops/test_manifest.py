@@ -164,8 +164,12 @@ def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     config = _write(site, BASE)
     result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run")
     assert result.returncode == 0, result.stderr
-    cd_line, command = result.stdout.strip().splitlines()
+    cd_line, command, note, trainer = result.stdout.strip().splitlines()
     assert cd_line == f"cd {site / 'state' / 'site2'}"
+    assert note == f"# in the background, logging to {site / 'state' / 'site2' / 'trainer.log'}:"
+    assert shlex.split(trainer)[1:4] == ["-m", "fedrec_app", "trainer"]
+    alone = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run", "--no-trainer")
+    assert alone.stdout.strip().splitlines() == [cd_line, command]
     words = shlex.split(command)
     assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
     assert Path(words[words.index("--superlink") - 1]).name == "flower-supernode"
