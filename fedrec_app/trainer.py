@@ -2,9 +2,10 @@
 
 Flower starts a new ``flwr-clientapp`` process for every message, so a ClientApp that trains
 in-process pays the TensorFlow import (seconds) on every round on every node. The trainer pays
-it once: at start it imports TensorFlow, configures the device, loads the node's partition and
+it once: at start it listens on a Unix socket in the node's ``state-dir`` (ClientApps that
+connect now wait), imports TensorFlow, configures the device, loads the node's partition and
 traces the model's train step on it (a throw-away epoch with the app's default hyperparameters),
-then serves the node's messages over a Unix socket in the node's ``state-dir``. The ClientApp is
+then serves the node's messages. The ClientApp is
 a thin adapter (``fedrec_app.trainer_client.ask``) that hands over the message and returns the
 trainer's reply.
 
@@ -71,11 +72,12 @@ def serve(
 
         device = configure_device(gpu_index, threads)
         if data_path is not None:
+            partition_dir = Path(data_path).resolve()
             try:
-                node.cached_partition(Path(data_path).resolve())
+                node.cached_partition(partition_dir)
             except NodeFailure as exc:
                 raise FedrecError(f"--data-path {data_path}: {exc}") from exc
-            _warm_up(Path(data_path).resolve())
+            _warm_up(partition_dir)
         log.info("warm trainer ready on %s (device %s) after %.1f s",
                  sock, device, time.perf_counter() - started)  # fmt: skip
         current_run: int | None = None

@@ -108,7 +108,8 @@ def run_training_bench(
             runs[app] = _run_figures(record, [float(e["seconds"]) for e in history])
             runs[app]["node_seconds"] = _mean([float(e["node_seconds"]) for e in history])
             scored = [entry for entry in history if "rmse" in entry]  # the last round is not
-            runs[app]["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
+            if scored:
+                runs[app]["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
         startup = dict(fed.timings)
     return {
         "nodes": num_nodes,
