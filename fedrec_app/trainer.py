@@ -47,9 +47,11 @@ def serve(
     data_path: Path | None = None,
     gpu_index: int | None = None,
     threads: int | None = None,
+    nice: int = 0,
 ) -> None:
     """Listen, then import TensorFlow, set up the device, verify the partition and trace the train
-    step; then serve requests one at a time until SIGTERM/SIGINT."""
+    step; then serve requests one at a time until SIGTERM/SIGINT. ``nice`` > 0 lowers the CPU
+    priority once listening (see ``lower_priority``)."""
     started = time.perf_counter()
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -67,6 +69,7 @@ def serve(
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # From here a ClientApp that connects waits for the warm-up instead of training itself.
     log.info("warm trainer listening on %s", sock)
+    lower_priority(nice)
     try:
         from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
@@ -95,6 +98,22 @@ def serve(
         listener.close()
         sock.unlink(missing_ok=True)
         key_file.unlink(missing_ok=True)
+
+
+def lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority by ``nice`` (0: unchanged), for a trainer that shares
+    its host with the SuperNodes, SuperLink and ServerApp it serves: they start first while
+    TensorFlow loads. Linux's autogroup scheduling weighs sessions against each other and orders
+    by nice only within one, so a trainer that leads its own session also lowers that session's."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) != os.getpid():
+        return  # a session shared with others (a SuperNode's): their priority stays
+    try:
+        Path("/proc/self/autogroup").write_text(f"{min(nice, 19)}\n")
+    except OSError as exc:  # no autogroup scheduling (other kernels): os.nice is enough
+        log.debug("session priority unchanged: %s", exc)
 
 
 def _in_use(sock: Path) -> bool:

@@ -38,6 +38,9 @@ NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
+# Trainers here share the host with the SuperLink, the SuperNodes and the ServerApp: they load
+# TensorFlow at a lower CPU priority so that those start first (`fedrec trainer --nice`).
+CO_LOCATED_TRAINER_NICE = 10
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -270,7 +273,7 @@ class LocalFederation:
         """Start the warm trainer of node `name` (its node-config must name a state-dir)."""
         node = self.nodes[name]
         if node.trainer is None:
-            argv = TrainerCommand.for_node(node.node_config).argv()
+            argv = TrainerCommand.for_node(node.node_config, nice=CO_LOCATED_TRAINER_NICE).argv()
             node.trainer = ManagedProcess(
                 f"{name}-trainer", argv, flower_env(node.home), self.logs / f"{name}-trainer.log"
             )

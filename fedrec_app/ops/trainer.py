@@ -22,10 +22,12 @@ class TrainerCommand:
     data_path: Path | None = None
     gpu_index: int | None = None
     threads: int | None = None
+    nice: int = 0
 
     @classmethod
-    def for_node(cls, node_config: Mapping[str, object]) -> TrainerCommand:
-        """The trainer of the SuperNode whose node-config this is (same state-dir, data-path)."""
+    def for_node(cls, node_config: Mapping[str, object], nice: int = 0) -> TrainerCommand:
+        """The trainer of the SuperNode whose node-config this is (same state-dir, data-path);
+        ``nice`` lowers its CPU priority (`fedrec trainer --nice`)."""
         if not node_config.get("state-dir"):
             raise FedrecError("a warm trainer needs the node's state-dir in its node-config")
         data_path = node_config.get("data-path")
@@ -35,6 +37,7 @@ class TrainerCommand:
             data_path=Path(str(data_path)) if data_path else None,
             gpu_index=int(gpu) if gpu is not None else None,  # type: ignore[call-overload]
             threads=int(threads) if threads is not None else None,  # type: ignore[call-overload]
+            nice=nice,
         )
 
     def argv(self) -> list[str]:
@@ -45,4 +48,6 @@ class TrainerCommand:
             argv += ["--gpu-index", str(self.gpu_index)]
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        if self.nice:
+            argv += ["--nice", str(self.nice)]
         return argv

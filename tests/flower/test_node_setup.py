@@ -37,3 +37,9 @@ def test_trainer_command_follows_the_node_config(tmp_path: Path) -> None:
     assert argv[:4] == [sys.executable, "-m", "fedrec_app", "trainer"]
     assert argv[4:] == ["--state-dir", str(tmp_path / "s"), "--data-path", str(tmp_path / "p0"),
                         "--gpu-index", "0", "--threads", "1"]  # fmt: skip
+
+
+def test_trainer_command_passes_a_lower_priority(tmp_path: Path) -> None:
+    config = {"state-dir": str(tmp_path / "s")}
+    assert "--nice" not in TrainerCommand.for_node(config).argv()
+    assert TrainerCommand.for_node(config, nice=10).argv()[-2:] == ["--nice", "10"]
