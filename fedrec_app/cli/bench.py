@@ -118,19 +118,27 @@ def _register_launch(kinds: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--zip", type=Path, help="a local ml-100k.zip instead of downloading it")
     p.add_argument("--md5", help="the md5 the --zip must have")
-    p.add_argument("--work-dir", type=Path, help="keep both launches' folders here")
+    p.add_argument("--work-dir", type=Path, help="keep the launches' folders here")
+    p.add_argument(
+        "--pairs", type=int, default=1,
+        help="run both launches this many times and report the median speedup (default 1)",
+    )  # fmt: skip
     p.add_argument(
         "--json", type=Path, required=True,
-        help='write {"warm": s, "cold": s, "speedup": x, ...} here',
+        help='write {"warm": s, "cold": s, "speedup": x, ...} (medians over the pairs) here',
     )  # fmt: skip
     p.set_defaults(func=_launch)
 
 
 def _launch(args: argparse.Namespace) -> int:
     from fedrec_app.bench.launch import run_launch_bench, table
+    from fedrec_app.errors import FedrecError
 
+    if args.pairs < 1:
+        raise FedrecError(f"--pairs {args.pairs}: must be >= 1")
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-launch-") as tmp:
-        result = run_launch_bench(args.work_dir or Path(tmp), args.zip, args.md5, say=print)
+        result = run_launch_bench(args.work_dir or Path(tmp), args.zip, args.md5, args.pairs,
+                                  say=print)
     print(table(result))
     _write_json(args.json, result)
     return 0

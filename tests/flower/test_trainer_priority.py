@@ -1,5 +1,5 @@
-"""`fedrec_app.trainer.lower_priority`: the process's nice value and, for a session leader, its
-autogroup's (Linux weighs sessions against each other before nice values count)."""
+"""`fedrec_app.trainer.loading_priority`: lower while the trainer loads, set back afterwards
+where the kernel lets an unprivileged process (its session's autogroup)."""
 
 from __future__ import annotations
 
@@ -10,39 +10,52 @@ from pathlib import Path
 
 import pytest
 
-AUTOGROUP = Path("/proc/self/autogroup")
+from fedrec_app.trainer import _autogroup_scheduling
+
 PROBE = """
 import os, sys
 from pathlib import Path
-from fedrec_app.trainer import lower_priority
-lower_priority(int(sys.argv[1]))
+from fedrec_app.trainer import loading_priority
 group = Path("/proc/self/autogroup")
-print(os.getpriority(os.PRIO_PROCESS, 0), group.read_text().split()[-1] if group.exists() else "-")
+def now():
+    return f"{os.getpriority(os.PRIO_PROCESS, 0)},{group.read_text().split()[-1]}"
+with loading_priority(int(sys.argv[1])):
+    inside = now()
+print(inside, now())
 """
+AUTOGROUP = pytest.mark.skipif(
+    not _autogroup_scheduling(), reason="no autogroup scheduling on this kernel"
+)
 
 
-def _probe(nice: int, new_session: bool) -> tuple[int, str]:
-    out = subprocess.run(
+def _probe(nice: int, new_session: bool) -> tuple[str, str]:
+    """(process nice, autogroup nice) inside the block and after it, in a fresh process."""
+    inside, after = subprocess.run(
         [sys.executable, "-c", PROBE, str(nice)], capture_output=True, text=True, check=True,
         start_new_session=new_session,
     ).stdout.split()  # fmt: skip
-    return int(out[0]), out[1]
+    return inside, after
 
 
+def _mine(lowered_by: int = 0) -> str:
+    nice = min(os.getpriority(os.PRIO_PROCESS, 0) + lowered_by, 19)
+    return f"{nice},{Path('/proc/self/autogroup').read_text().split()[-1]}"
+
+
+@AUTOGROUP
 def test_zero_leaves_the_priority_alone() -> None:
-    assert _probe(0, new_session=True)[0] == os.getpriority(os.PRIO_PROCESS, 0)
+    assert _probe(0, new_session=False) == (_mine(), _mine())
 
 
-def test_a_session_leader_lowers_its_process_and_its_session() -> None:
-    nice, group = _probe(7, new_session=True)
-    assert nice == min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
-    if AUTOGROUP.exists():
-        assert group == "7"
+@AUTOGROUP
+def test_a_session_leader_lowers_its_session_while_loading_then_sets_it_back() -> None:
+    inside, after = _probe(7, new_session=True)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert inside == f"{nice},7"
+    assert after == f"{nice},0"
 
 
-@pytest.mark.skipif(not AUTOGROUP.exists(), reason="no autogroup scheduling on this kernel")
-def test_a_process_in_a_shared_session_leaves_the_session_alone() -> None:
-    mine = AUTOGROUP.read_text().split()[-1]
-    nice, group = _probe(7, new_session=False)
-    assert nice == min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
-    assert group == mine
+@AUTOGROUP
+def test_a_process_in_a_shared_session_lowers_only_itself() -> None:
+    inside, after = _probe(7, new_session=False)
+    assert inside == after == _mine(lowered_by=7)  # unprivileged processes cannot raise it again
