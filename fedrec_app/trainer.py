@@ -22,14 +22,13 @@ node state is kept per run, and the trainer logs when it switches runs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
@@ -43,19 +42,17 @@ from fedrec_app.trainer_client import KEY_FILE, OPERATIONS, pack, socket_path, u
 
 log = logging.getLogger(__name__)
 
-AUTOGROUP = Path("/proc/self/autogroup")
-
 
 def serve(
     state_dir: Path,
     data_path: Path | None = None,
     gpu_index: int | None = None,
     threads: int | None = None,
-    nice: int = 0,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Listen, then import TensorFlow, set up the device, verify the partition and trace the train
-    step; then serve requests one at a time until SIGTERM/SIGINT. ``nice`` > 0 lowers the CPU
-    priority while it loads (see ``loading_priority``)."""
+    step; call ``on_ready`` (e.g. to set the CPU priority back); then serve requests one at a time
+    until SIGTERM/SIGINT."""
     started = time.perf_counter()
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -74,17 +71,17 @@ def serve(
     # From here a ClientApp that connects waits for the warm-up instead of training itself.
     log.info("warm trainer listening on %s", sock)
     try:
-        with loading_priority(nice):
-            from fedrec_app.model import configure_device  # TensorFlow: imported here, once
+        from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
-            device = configure_device(gpu_index, threads)
-            if data_path is not None:
-                partition_dir = Path(data_path).resolve()
-                try:
-                    node.cached_partition(partition_dir)
-                except NodeFailure as exc:
-                    raise FedrecError(f"--data-path {data_path}: {exc}") from exc
-                _warm_up(partition_dir)
+        device = configure_device(gpu_index, threads)
+        if data_path is not None:
+            partition_dir = Path(data_path).resolve()
+            try:
+                node.cached_partition(partition_dir)
+            except NodeFailure as exc:
+                raise FedrecError(f"--data-path {data_path}: {exc}") from exc
+            _warm_up(partition_dir)
+        on_ready()
         log.info("warm trainer ready on %s (device %s) after %.1f s",
                  sock, device, time.perf_counter() - started)  # fmt: skip
         current_run: int | None = None
@@ -102,41 +99,6 @@ def serve(
         listener.close()
         sock.unlink(missing_ok=True)
         key_file.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def loading_priority(nice: int) -> Iterator[None]:
-    """Run the block (the warm-up) at a CPU priority ``nice`` lower (0: unchanged): a trainer that
-    shares its host with the SuperLink, SuperNodes and ServerApp lets them start first.
-
-    Linux's autogroup scheduling weighs sessions against each other and orders by nice only within
-    one: a trainer that leads its own session lowers its session's group, and sets it back after
-    the block, which needs no privilege. Elsewhere ``os.nice`` lowers the process for good (an
-    unprivileged process cannot raise its priority again).
-    """
-    if nice <= 0:
-        yield
-        return
-    if not (_autogroup_scheduling() and os.getsid(0) == os.getpid()):
-        os.nice(nice)
-        yield
-        return
-    before = AUTOGROUP.read_text().split()[-1]  # "/autogroup-123 nice 0"
-    AUTOGROUP.write_text(f"{min(nice, 19)}\n")
-    try:
-        yield
-    finally:
-        try:
-            AUTOGROUP.write_text(f"{before}\n")
-        except OSError as exc:
-            log.warning("CPU priority stays lowered: %s", exc)
-
-
-def _autogroup_scheduling() -> bool:
-    try:
-        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
-    except OSError:
-        return False
 
 
 def _in_use(sock: Path) -> bool:

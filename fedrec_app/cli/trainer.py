@@ -26,14 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="cap TensorFlow's CPU threads")
     p.add_argument(
         "--nice", type=int, default=0, choices=range(20), metavar="0-19",
-        help="lower the trainer's CPU priority by this much once it listens (for a host that "
-        "also runs the SuperLink or other SuperNodes; default 0)",
+        help="lower the trainer's CPU priority by this much until it is warmed up (for a host "
+        "that also runs the SuperLink or other SuperNodes; default 0)",
     )  # fmt: skip
     p.set_defaults(func=_trainer)
 
 
 def _trainer(args: argparse.Namespace) -> int:
+    from fedrec_app.priority import lower_priority
+
+    set_back = lower_priority(args.nice)  # before the imports: they are part of the start-up
     from fedrec_app.trainer import serve
 
-    serve(args.state_dir, args.data_path, args.gpu_index, args.threads, args.nice)
+    serve(args.state_dir, args.data_path, args.gpu_index, args.threads, on_ready=set_back)
     return 0

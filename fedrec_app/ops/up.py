@@ -1,9 +1,8 @@
 """`fedrec up`: the whole system on one machine, step by step, until Ctrl+C.
 
-data → partitions → certs → keys → SuperLink (TLS, SuperNode auth, database) → register keys →
-warm trainers (one per SuperNode; TensorFlow loads while the SuperNodes start and the run is
-submitted) →
-N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS →
+data → partitions → certs → keys → warm trainers (one per SuperNode; TensorFlow loads at a lower
+CPU priority while the next steps run) → SuperLink (TLS, SuperNode auth, database) → register
+keys → N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS →
 training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
 gateway on the final checkpoint. Ctrl+C (or SIGTERM) at any point stops what was started:
 gateway, log follower, SuperNodes and trainers, then the SuperLink.
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "data", "partitions", "certs", "keys", "superlink", "register", "trainers", "supernodes",
+    "data", "partitions", "certs", "keys", "trainers", "superlink", "register", "supernodes",
     "submit", "train", "gateway",
 )  # fmt: skip
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
@@ -241,6 +240,15 @@ class Launch:
             if missing:
                 make_node_keys(fed.certs.out / "nodes", missing)
             self.say(f"      {len(missing)} new, {opt.nodes - len(missing)} reused")
+        if opt.warm_trainers:
+            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
+                for name in fed.nodes:  # they listen at once, then load TensorFlow
+                    fed.start_trainer(name, wait=False)
+                self.say("      importing TensorFlow and tracing the model in the background, "
+                         "at a lower CPU priority until ready")
+        else:
+            with self.progress.step("trainers", "none (--no-warm-trainers)"):
+                self.say("      every ClientApp process imports TensorFlow itself")
         with self.progress.step("superlink", f"https://{fed.address} (TLS, SuperNode auth)"):
             for stale in fed.link_home.glob("state.db*"):  # a fresh registry for this launch
                 stale.unlink()
@@ -249,14 +257,6 @@ class Launch:
             fed.register()
             for node in fed.nodes.values():
                 self.say(f"      {node.name}: node id {node.node_id}")
-        if opt.warm_trainers:
-            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
-                for name in fed.nodes:  # they listen at once, then load TensorFlow
-                    fed.start_trainer(name, wait=False)
-                self.say("      importing TensorFlow and tracing the model in the background")
-        else:
-            with self.progress.step("trainers", "none (--no-warm-trainers)"):
-                self.say("      every ClientApp process imports TensorFlow itself")
         with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
             for name in fed.nodes:
                 fed.start_node(name, wait=False)

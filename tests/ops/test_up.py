@@ -131,11 +131,11 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
     proc, work, out = _start_up(tmp_path, synthetic_zip, port, rounds=1)
     try:
         text = wait_for_output(out, "Press Ctrl+C", 600, alive=lambda: proc.poll() is None)
-        for number, step in enumerate(("data", "partitions", "certs", "keys", "superlink",
-                                       "register", "trainers", "supernodes", "submit", "train",
+        for number, step in enumerate(("data", "partitions", "certs", "keys", "trainers",
+                                       "superlink", "register", "supernodes", "submit", "train",
                                        "gateway"), 1):
             assert f"[{number}/11] {step}:" in text and f"{step} done in" in text
-        assert "[7/11] trainers: 2 warm trainers" in text
+        assert "[5/11] trainers: 2 warm trainers" in text
         assert "model of round 1 on the held-out ratings: RMSE" in text
         assert f'curl "http://127.0.0.1:{port}/recommend?user_id=4&n=5"' in text
         url = f"http://127.0.0.1:{port}/recommend?user_id=4&n=5"
