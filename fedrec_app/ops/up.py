@@ -2,7 +2,8 @@
 
 data → partitions → certs → keys → warm trainers (one per SuperNode; TensorFlow loads at a lower
 CPU priority while the next steps run) → SuperLink (TLS, SuperNode auth, database) → register
-keys → N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS →
+keys → N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS
+(sent while the SuperNodes start: the ServerApp waits for them) →
 training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
 gateway on the final checkpoint. Ctrl+C (or SIGTERM) at any point stops what was started:
 gateway, log follower, SuperNodes and trainers, then the SuperLink.
@@ -26,6 +27,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -257,19 +259,6 @@ class Launch:
             fed.register()
             for node in fed.nodes.values():
                 self.say(f"      {node.name}: node id {node.node_id}")
-        with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
-            for name in fed.nodes:
-                fed.start_node(name, wait=False)
-            for node in fed.nodes.values():  # activated: the node logs the id it registered as
-                match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
-                if match.group(1) != node.node_id:
-                    raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
-                                      f"registered as {node.node_id}")
-                if node.trainer is not None:  # its socket is there: no round trains in-process
-                    node.trainer.wait_for_log(TRAINER_LISTENING, fed.ready_timeout)
-            trainers = ", trainers listening" if opt.warm_trainers else ""
-            self.say(f"      all {opt.nodes} connected{trainers} (logs in {fed.logs})")
-
         checkpoints = self.work / "checkpoints"
         run_config: dict[str, ConfigValue] = {
             "num-server-rounds": opt.rounds,
@@ -280,9 +269,26 @@ class Launch:
             "share-user-factors": True,  # so that the gateway answers by user_id
             **opt.run_config,
         }
-        with self.progress.step("submit", f"flwr run {APP_DIR} over TLS"):
-            self.run_id = fed.submit(APP_DIR, run_config)
-            self.say(f"      run {self.run_id}; checkpoints in {checkpoints / self.run_id}")
+        with ThreadPoolExecutor(max_workers=1) as background:
+            with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
+                for name in fed.nodes:
+                    fed.start_node(name, wait=False)
+                for node in fed.nodes.values():  # its socket is there: no round trains in-process
+                    if node.trainer is not None:
+                        node.trainer.wait_for_log(TRAINER_LISTENING, fed.ready_timeout)
+                # The ServerApp waits for min-nodes itself: the run is submitted while they start.
+                submitted = background.submit(fed.submit, APP_DIR, run_config)
+                for node in fed.nodes.values():  # activated: the node logs the id it registered as
+                    match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
+                    if match.group(1) != node.node_id:
+                        raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
+                                          f"registered as {node.node_id}")
+                trainers = ", trainers listening" if opt.warm_trainers else ""
+                self.say(f"      all {opt.nodes} connected{trainers} (logs in {fed.logs})")
+            what = f"flwr run {APP_DIR} over TLS, sent while the SuperNodes started"
+            with self.progress.step("submit", what):
+                self.run_id = submitted.result()
+                self.say(f"      run {self.run_id}; checkpoints in {checkpoints / self.run_id}")
         with self.progress.step("train", f"{opt.rounds} rounds on {opt.nodes} SuperNodes"):
             record = self._follow(fed, self.run_id)
             if record.get("status") != COMPLETED:
