@@ -112,7 +112,7 @@ def table(result: dict[str, Any]) -> str:
         for mode in MODES:
             figures = pair[mode]
             cells = " | ".join(f"{figures['steps'].get(step, 0.0):.1f}" for step in steps)
-            rmse, ndcg = (figures["metrics"].get(k, float("nan")) for k in ("rmse", "ndcg@10"))
+            rmse, ndcg = (figures["metrics"].get(m, float("nan")) for m in ("rmse", "ndcg@10"))
             rows.append(f"| {k} | {mode} | {figures['seconds']:.1f} | {cells} | {rmse:.4f} | "
                         f"{ndcg:.4f} |")  # fmt: skip
     each = ", ".join(f"{x:.2f}x" for x in result["speedups"])

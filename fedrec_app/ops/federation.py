@@ -38,8 +38,9 @@ NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
-# Trainers here share the host with the SuperLink, the SuperNodes and the ServerApp: they load
-# TensorFlow at a lower CPU priority so that those start first (`fedrec trainer --nice`).
+# Trainers here share the host with the SuperLink, the SuperNodes and the ServerApp: until they
+# are warmed up they run at a lower CPU priority, so that those start first (`fedrec trainer
+# --nice`).
 CO_LOCATED_TRAINER_NICE = 10
 
 
