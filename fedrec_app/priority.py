@@ -27,10 +27,10 @@ def lower_priority(nice: int) -> Callable[[], None]:
     """
     if nice <= 0:
         return _unchanged
-    if not (autogroup_scheduling() and os.getsid(0) == os.getpid()):
+    before = session_group_nice() if os.getsid(0) == os.getpid() else None
+    if before is None:
         os.nice(nice)
         return _unchanged
-    before = AUTOGROUP.read_text().split()[-1]  # "/autogroup-123 nice 0"
     AUTOGROUP.write_text(f"{min(nice, 19)}\n")
 
     def restore() -> None:
@@ -40,6 +40,21 @@ def lower_priority(nice: int) -> Callable[[], None]:
             log.warning("CPU priority stays lowered: %s", exc)
 
     return restore
+
+
+def session_group_nice() -> int | None:
+    """The nice value of this process's session group; None where it has none.
+
+    The kernel shows nothing for a session in the default group (one that never called
+    ``setsid``), and the file is missing where autogroup scheduling is off or not built in.
+    """
+    if not autogroup_scheduling():
+        return None
+    try:
+        fields = AUTOGROUP.read_text().split()  # "/autogroup-123 nice 0"
+    except OSError:
+        return None
+    return int(fields[-1]) if fields else None
 
 
 def autogroup_scheduling() -> bool:

@@ -60,7 +60,8 @@ def test_refused_clients(fed: LocalFederation, tmp_path: Path) -> None:
         "other-ca": ({"private_key": rogue.private, "ca_cert": other_ca.ca_cert},
                      r"CERTIFICATE_VERIFY_FAILED"),
         "plaintext": ({"private_key": None, "ca_cert": None, "insecure": True,
-                       "max_wait_time": 3}, r"Server disconnected without sending a response"),
+                       "max_wait_time": 3},  # the TLS port drops it: how depends on the timing
+                      r"Server disconnected without sending a response|Connection reset by peer"),
     }
     procs: dict[str, ManagedProcess] = {}
     for name, (overrides, _) in cases.items():
