@@ -172,7 +172,8 @@ def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     assert alone.stdout.strip().splitlines() == [cd_line, command]
     words = shlex.split(command)
     assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
-    assert Path(words[words.index("--superlink") - 1]).name == "flower-supernode"
+    assert words[words.index("--superlink") - 3:words.index("--superlink")] == [
+        sys.executable, "-m", "fedrec_app.ops.supernode_main"]
     result = _fedrec("deploy", "trainer", "site2", "-c", str(config), "--dry-run")
     assert result.returncode == 0, result.stderr
     words = shlex.split(result.stdout.strip().splitlines()[1])
