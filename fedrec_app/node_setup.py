@@ -17,6 +17,14 @@ from fedrec_app.data.layout import partition_dir_name
 
 log = logging.getLogger(__name__)
 
+SOCKET_FILE = "trainer.sock"  # the warm trainer's, in the node's state-dir
+KEY_FILE = "trainer.key"
+
+
+def socket_path(state_dir: Path) -> Path:
+    """The warm trainer's Unix socket in a node's state-dir."""
+    return Path(state_dir) / SOCKET_FILE
+
 
 class NodeFailure(Exception):
     """A message this node cannot serve; ``code`` (from ``protocol.ERROR_CODES``) is what the

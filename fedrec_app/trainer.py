@@ -37,39 +37,67 @@ from fedrec_app import node
 from fedrec_app.config import ConfigError, app_defaults, parse_run_config
 from fedrec_app.errors import FedrecError
 from fedrec_app.files import atomic_write
-from fedrec_app.node_setup import NodeFailure, node_setup
-from fedrec_app.trainer_client import KEY_FILE, OPERATIONS, pack, socket_path, unpack
+from fedrec_app.node_setup import KEY_FILE, NodeFailure, node_setup, socket_path
+from fedrec_app.trainer_client import OPERATIONS, pack, unpack
 
 log = logging.getLogger(__name__)
 
 
-def serve(
+class Endpoint:
+    """The trainer's listening socket and its key, in the node's state-dir; ``close`` removes
+    both. Whoever listens closes: the trainer, or the group that forked it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir = Path(state_dir).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.key_file, self.sock = state_dir / KEY_FILE, socket_path(state_dir)
+        if _in_use(self.sock):
+            raise FedrecError(f"a warm trainer already serves {self.sock}: not starting a second "
+                              "one")  # fmt: skip
+        key = secrets.token_bytes(32)
+        atomic_write(self.key_file, key, mode=0o600)
+        self.sock.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # the socket file is created 0600
+        try:
+            self.listener = Listener(str(self.sock), family="AF_UNIX", authkey=key)
+        finally:
+            os.umask(old_umask)
+        # From here a ClientApp that connects waits for the warm-up instead of training itself.
+        log.info("warm trainer listening on %s", self.sock)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.sock.unlink(missing_ok=True)
+        self.key_file.unlink(missing_ok=True)
+
+
+def run_trainer(
     state_dir: Path,
     data_path: Path | None = None,
     gpu_index: int | None = None,
     threads: int | None = None,
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Listen, then import TensorFlow, set up the device, verify the partition and trace the train
-    step; call ``on_ready`` (e.g. to set the CPU priority back); then serve requests one at a time
-    until SIGTERM/SIGINT."""
-    started = time.perf_counter()
-    state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_file, sock = state_dir / KEY_FILE, socket_path(state_dir)
-    if _in_use(sock):
-        raise FedrecError(f"a warm trainer already serves {sock}: not starting a second one")
-    key = secrets.token_bytes(32)
-    atomic_write(key_file, key, mode=0o600)
-    sock.unlink(missing_ok=True)
-    old_umask = os.umask(0o177)  # the socket file is created 0600
+    """One node's trainer (`fedrec trainer`): listen, serve until SIGTERM/SIGINT, clean up."""
+    endpoint = Endpoint(state_dir)
     try:
-        listener = Listener(str(sock), family="AF_UNIX", authkey=key)
+        serve(endpoint, data_path, gpu_index, threads, on_ready)
     finally:
-        os.umask(old_umask)
+        endpoint.close()
+
+
+def serve(
+    endpoint: Endpoint,
+    data_path: Path | None = None,
+    gpu_index: int | None = None,
+    threads: int | None = None,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Import TensorFlow, set up the device, verify the partition and trace the train step; call
+    ``on_ready`` (e.g. to set the CPU priority back); then serve requests one at a time until
+    SIGTERM/SIGINT."""
+    started = time.perf_counter()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    # From here a ClientApp that connects waits for the warm-up instead of training itself.
-    log.info("warm trainer listening on %s", sock)
     try:
         from fedrec_app.model import configure_device  # TensorFlow: imported here, once
 
@@ -83,11 +111,11 @@ def serve(
             _warm_up(partition_dir)
         on_ready()
         log.info("warm trainer ready on %s (device %s) after %.1f s",
-                 sock, device, time.perf_counter() - started)  # fmt: skip
+                 endpoint.sock, device, time.perf_counter() - started)  # fmt: skip
         current_run: int | None = None
         while True:
             try:
-                conn = listener.accept()
+                conn = endpoint.listener.accept()
             except (OSError, EOFError, AuthenticationError) as exc:
                 log.warning("refused a connection: %r", exc)
                 continue
@@ -95,10 +123,6 @@ def serve(
                 current_run = _serve_one(conn, current_run)
     except KeyboardInterrupt:
         log.info("warm trainer stopping")
-    finally:
-        listener.close()
-        sock.unlink(missing_ok=True)
-        key_file.unlink(missing_ok=True)
 
 
 def _in_use(sock: Path) -> bool:

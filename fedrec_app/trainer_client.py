@@ -22,18 +22,12 @@ from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
-from fedrec_app.node_setup import NodeFailure
+from fedrec_app.node_setup import KEY_FILE, NodeFailure, socket_path
 
 log = logging.getLogger(__name__)
 
-SOCKET_FILE = "trainer.sock"
-KEY_FILE = "trainer.key"
 OPERATIONS = ("train_round", "evaluate_round")  # the functions of fedrec_app.node it serves
 _fallback_logged = False
-
-
-def socket_path(state_dir: Path) -> Path:
-    return Path(state_dir) / SOCKET_FILE
 
 
 def ask(

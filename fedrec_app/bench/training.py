@@ -8,7 +8,7 @@ The federation is a TLS SuperLink with SuperNode auth and N authenticated SuperN
    one ``flwr-clientapp`` process per message, TLS);
 2. ``in_process``: fedrec with no trainer running, so every ClientApp imports TensorFlow and
    loads its partition;
-3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainer``) has started.
+3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainers``) has started.
 
 Seconds per round are the server's: from sending a round's messages to having aggregated the
 replies (the no-op app: between FedAvg's round-end callbacks), averaged over all rounds, the
@@ -99,8 +99,7 @@ def run_training_bench(
         for app in ("in_process", "warm"):
             if app == "warm":
                 log.info("starting %d warm trainers", num_nodes)
-                for name in fed.nodes:
-                    fed.start_trainer(name)
+                fed.start_trainers()
             log.info("%s: %d rounds of fedrec", app, rounds)
             record = fed.run(APP_DIR, fedrec_config, timeout=timeout)
             final = work_dir / "checkpoints" / record["run-id"] / "final"

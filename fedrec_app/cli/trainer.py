@@ -1,4 +1,5 @@
-"""`fedrec trainer`: the node's warm trainer (TensorFlow stays imported between rounds)."""
+"""`fedrec trainer`: the node's warm trainer (TensorFlow stays imported between rounds);
+`fedrec trainers`: the warm trainers of several SuperNodes on one host, from one import."""
 
 from __future__ import annotations
 
@@ -23,20 +24,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gpu-index", type=int, default=None, help="GPU to train on; -1 for the CPU "
         "(default: the first GPU if any)",
     )  # fmt: skip
+    _common(p)
+    p.set_defaults(func=_trainer)
+
+    group = subparsers.add_parser(
+        "trainers",
+        help="run the warm trainers of several SuperNodes on this host, forked from one "
+        "TensorFlow import",
+        description="One process imports TensorFlow once, then forks a warm trainer (as "
+        "`fedrec trainer`) for each --state-dir, paired in order with --data-path. A trainer "
+        "that exits after it was ready is forked again.",
+    )
+    group.add_argument("--state-dir", type=Path, action="append", required=True,
+                       help="a node's state-dir (repeat per node)")
+    group.add_argument("--data-path", type=Path, action="append", default=[],
+                       help="that node's partition folder (repeat per node, same order)")
+    _common(group)
+    group.set_defaults(func=_trainers)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="cap TensorFlow's CPU threads")
     p.add_argument(
         "--nice", type=int, default=0, choices=range(20), metavar="0-19",
-        help="lower the trainer's CPU priority by this much until it is warmed up (for a host "
-        "that also runs the SuperLink or other SuperNodes; default 0)",
+        help="lower the CPU priority by this much until warmed up (for a host that also runs "
+        "the SuperLink or other SuperNodes; default 0)",
     )  # fmt: skip
-    p.set_defaults(func=_trainer)
 
 
 def _trainer(args: argparse.Namespace) -> int:
     from fedrec_app.priority import lower_priority
 
     set_back = lower_priority(args.nice)  # before the imports: they are part of the start-up
-    from fedrec_app.trainer import serve
+    from fedrec_app.trainer import run_trainer
 
-    serve(args.state_dir, args.data_path, args.gpu_index, args.threads, on_ready=set_back)
+    run_trainer(args.state_dir, args.data_path, args.gpu_index, args.threads, on_ready=set_back)
     return 0
+
+
+def _trainers(args: argparse.Namespace) -> int:
+    from fedrec_app.errors import FedrecError
+    from fedrec_app.priority import lower_priority
+
+    if args.data_path and len(args.data_path) != len(args.state_dir):
+        raise FedrecError(f"{len(args.state_dir)} --state-dir but {len(args.data_path)} "
+                          "--data-path: give one per node, in the same order, or none")
+    set_back = lower_priority(args.nice)
+    from fedrec_app.trainer_group import GroupMember, serve_group
+
+    data = args.data_path or [None] * len(args.state_dir)
+    members = [GroupMember(s, d) for s, d in zip(args.state_dir, data, strict=True)]
+    return serve_group(members, args.threads, on_ready=set_back)

@@ -3,8 +3,9 @@
 Used by integration tests, `fedrec up` and benchmarks. Layout under `work_dir`:
 `certs/` (CA, server cert), `certs/nodes/NAME` (keys), `superlink/` (its FLWR_HOME, cwd and
 `state.db`), `cli/` (the `flwr` CLI's FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and
-cwd), `logs/*.log`. With `warm_trainers`, each node also gets its warm trainer (`fedrec trainer`,
-same state-dir and data-path as its node-config). Everything it started is stopped on exit, also
+cwd), `logs/*.log`. With `warm_trainers`, each node also gets its warm trainer (same state-dir
+and data-path as its node-config), all forked from one TensorFlow import (`fedrec trainers`,
+`logs/trainers.log`). Everything it started is stopped on exit, also
 on exceptions and Ctrl+C.
 """
 
@@ -30,7 +31,7 @@ from fedrec_app.ops.flower import (
     flower_env,
 )
 from fedrec_app.ops.process import ManagedProcess, ProcessError
-from fedrec_app.ops.trainer import TRAINER_READY, TrainerCommand
+from fedrec_app.ops.trainer import TRAINER_READY, TrainerGroupCommand, trainer_log_line
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
 # Trainers here share the host with the SuperLink, the SuperNodes and the ServerApp: until they
-# are warmed up they run at a lower CPU priority, so that those start first (`fedrec trainer
+# are warmed up they run at a lower CPU priority, so that those start first (`fedrec trainers
 # --nice`).
 CO_LOCATED_TRAINER_NICE = 10
 
@@ -138,8 +139,7 @@ class LocalFederation:
         self._timed("register", t)
         t = time.monotonic()
         if self.warm_trainers:
-            for name in self.nodes:
-                self.start_trainer(name, wait=False)
+            self.start_trainers(wait=False)
         for name in self.nodes:
             self.start_node(name, wait=False)
         for name in self.nodes:  # "SuperNode ID: <registered id>" = activated, i.e. online
@@ -147,17 +147,15 @@ class LocalFederation:
         self._timed("supernodes", t)
         if self.warm_trainers:
             t = time.monotonic()
-            for node in self.nodes.values():
-                assert node.trainer is not None
-                node.trainer.wait_for_log(TRAINER_READY, self.ready_timeout)
+            self.wait_trainers(TRAINER_READY)
             self._timed("warm trainers", t)
 
     def close(self) -> None:
         """Stop the SuperNodes and trainers (in parallel), then the SuperLink; nothing is left
         running."""
-        running = [
-            p for n in self.nodes.values() for p in (n.process, n.trainer) if p is not None
-        ]
+        running = list({  # the nodes share one trainer group
+            id(p): p for n in self.nodes.values() for p in (n.process, n.trainer) if p is not None
+        }.values())
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(lambda p: p.stop(), running))
@@ -270,17 +268,27 @@ class LocalFederation:
             log.info("%s refused (still online after a crash?); retrying in 5 s", name)
             time.sleep(5)
 
-    def start_trainer(self, name: str, wait: bool = True) -> None:
-        """Start the warm trainer of node `name` (its node-config must name a state-dir)."""
-        node = self.nodes[name]
-        if node.trainer is None:
-            argv = TrainerCommand.for_node(node.node_config, nice=CO_LOCATED_TRAINER_NICE).argv()
-            node.trainer = ManagedProcess(
-                f"{name}-trainer", argv, flower_env(node.home), self.logs / f"{name}-trainer.log"
-            )
-        node.trainer.start()
+    def start_trainers(self, wait: bool = True) -> ManagedProcess:
+        """Start the nodes' warm trainers: one process imports TensorFlow, then forks one trainer
+        per node (each node's node-config must name a state-dir)."""
+        command = TrainerGroupCommand.for_nodes(
+            [node.node_config for node in self.nodes.values()], nice=CO_LOCATED_TRAINER_NICE
+        )
+        group = ManagedProcess("trainers", command.argv(), flower_env(self.work_dir / "nodes"),
+                               self.logs / "trainers.log")  # fmt: skip
+        for node in self.nodes.values():
+            node.trainer = group
+        group.start()
         if wait:
-            node.trainer.wait_for_log(TRAINER_READY, self.ready_timeout)
+            self.wait_trainers(TRAINER_READY)
+        return group
+
+    def wait_trainers(self, state: str) -> None:
+        """Until every node's trainer has logged ``state`` (TRAINER_LISTENING or TRAINER_READY)."""
+        for node in self.nodes.values():
+            assert node.trainer is not None, f"{node.name} has no trainer"
+            line = trainer_log_line(state, Path(str(node.node_config["state-dir"])))
+            node.trainer.wait_for_log(line, self.ready_timeout)
 
     def _wait_node(self, name: str) -> None:
         node = self.nodes[name]

@@ -244,10 +244,9 @@ class Launch:
             self.say(f"      {len(missing)} new, {opt.nodes - len(missing)} reused")
         if opt.warm_trainers:
             with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
-                for name in fed.nodes:  # they listen at once, then load TensorFlow
-                    fed.start_trainer(name, wait=False)
-                self.say("      importing TensorFlow and tracing the model in the background, "
-                         "at a lower CPU priority until ready")
+                fed.start_trainers(wait=False)  # they listen at once, then load TensorFlow
+                self.say("      one TensorFlow import, forked per node; tracing the model in the "
+                         "background, at a lower CPU priority until ready")
         else:
             with self.progress.step("trainers", "none (--no-warm-trainers)"):
                 self.say("      every ClientApp process imports TensorFlow itself")
@@ -273,9 +272,8 @@ class Launch:
             with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
                 for name in fed.nodes:
                     fed.start_node(name, wait=False)
-                for node in fed.nodes.values():  # its socket is there: no round trains in-process
-                    if node.trainer is not None:
-                        node.trainer.wait_for_log(TRAINER_LISTENING, fed.ready_timeout)
+                if opt.warm_trainers:  # their sockets are there: no round trains in-process
+                    fed.wait_trainers(TRAINER_LISTENING)
                 # The ServerApp waits for min-nodes itself: the run is submitted while they start.
                 submitted = background.submit(fed.submit, APP_DIR, run_config)
                 for node in fed.nodes.values():  # activated: the node logs the id it registered as

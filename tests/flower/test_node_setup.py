@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedrec_app.config import app_defaults, parse_run_config
+from fedrec_app.errors import FedrecError
 from fedrec_app.node_setup import NodeFailure, NodeSetup, node_setup
-from fedrec_app.ops.trainer import TrainerCommand
+from fedrec_app.ops.trainer import TrainerCommand, TrainerGroupCommand
 
 RUN_CONFIG = parse_run_config(app_defaults())
 
@@ -39,7 +40,27 @@ def test_trainer_command_follows_the_node_config(tmp_path: Path) -> None:
                         "--gpu-index", "0", "--threads", "1"]  # fmt: skip
 
 
-def test_trainer_command_passes_a_lower_priority(tmp_path: Path) -> None:
-    config = {"state-dir": str(tmp_path / "s")}
-    assert "--nice" not in TrainerCommand.for_node(config).argv()
-    assert TrainerCommand.for_node(config, nice=10).argv()[-2:] == ["--nice", "10"]
+def test_trainer_group_command_pairs_each_state_dir_with_its_data(tmp_path: Path) -> None:
+    configs = [{"state-dir": str(tmp_path / f"s{k}"), "data-path": str(tmp_path / f"p{k}"),
+                "threads": 1} for k in range(2)]  # fmt: skip
+    argv = TrainerGroupCommand.for_nodes(configs, nice=10).argv()
+    assert argv[:4] == [sys.executable, "-m", "fedrec_app", "trainers"]
+    assert argv[4:] == ["--state-dir", str(tmp_path / "s0"), "--state-dir", str(tmp_path / "s1"),
+                        "--data-path", str(tmp_path / "p0"), "--data-path", str(tmp_path / "p1"),
+                        "--threads", "1", "--nice", "10"]  # fmt: skip
+    alone = TrainerGroupCommand.for_nodes([{"state-dir": str(tmp_path / "s")}]).argv()
+    assert alone[4:] == ["--state-dir", str(tmp_path / "s")]
+
+
+@pytest.mark.parametrize(
+    ("configs", "problem"),
+    [
+        ([], "at least one node"),
+        ([{"state-dir": "/a", "gpu-index": 0}], "one `fedrec trainer` per node"),
+        ([{"state-dir": "/a", "threads": 1}, {"state-dir": "/b", "threads": 2}], "same threads"),
+        ([{"state-dir": "/a", "data-path": "/p"}, {"state-dir": "/b"}], "every node or for none"),
+    ],
+)
+def test_trainer_group_command_refuses(configs: list[dict], problem: str) -> None:
+    with pytest.raises(FedrecError, match=problem):
+        TrainerGroupCommand.for_nodes(configs).argv()

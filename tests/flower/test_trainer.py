@@ -22,7 +22,7 @@ from flower.direct_grid import DirectGrid
 from flower.test_apps import _nodes, _run_config, partition_set  # noqa: F401 - fixture
 from flwr.app import RecordDict
 
-from fedrec_app import trainer_client
+from fedrec_app import node_setup, trainer_client
 from fedrec_app.checkpoint import read_checkpoint
 from fedrec_app.config import app_defaults, parse_run_config
 from fedrec_app.node_setup import NodeFailure
@@ -99,7 +99,7 @@ def test_warm_trainer_gives_the_same_model_as_in_process_training(
     warm_nodes = _nodes(partition_set, tmp_path / "warm")
     trainers = [start_trainer(node_config) for node_config in warm_nodes.values()]
     for proc in trainers:  # socket and key are private to the node's user
-        for name in (trainer_client.SOCKET_FILE, trainer_client.KEY_FILE):
+        for name in (node_setup.SOCKET_FILE, node_setup.KEY_FILE):
             assert stat.S_IMODE(os.stat(proc.state_dir / name).st_mode) == 0o600
     warm = _final_arrays(run(DirectGrid(warm_nodes, 7, config), parse_run_config(config), 7))
 
@@ -133,13 +133,13 @@ def test_a_trainer_crash_fails_that_round_only(
     history = read_checkpoint(final).manifest["history"]
     assert [(e["nodes"], e["failures"]) for e in history] == [(1, 1), (2, 0)]
     # The dead trainer left its socket behind: the next message trained in-process.
-    assert (crashing.state_dir / trainer_client.SOCKET_FILE).exists()
+    assert (crashing.state_dir / node_setup.SOCKET_FILE).exists()
 
 
 def test_a_wrong_key_is_refused(partition_set: Path, tmp_path: Path, start_trainer) -> None:  # noqa: F811
     node_config = next(iter(_nodes(partition_set, tmp_path / "state").values()))
     proc = start_trainer(node_config)
-    (proc.state_dir / trainer_client.KEY_FILE).write_bytes(b"not the key")
+    (proc.state_dir / node_setup.KEY_FILE).write_bytes(b"not the key")
     with pytest.raises(NodeFailure, match="trainer-failed: .*key challenge failed"):
         trainer_client.ask(proc.state_dir, "train_round", RecordDict(), {}, node_config, 1, 9)
     proc.wait_for("refused a connection")
