@@ -5,7 +5,8 @@ sends a reply its next pull is nearly always empty (the ServerApp is still waiti
 nodes or aggregating), so every round pays most of those 3 s on every node. This entry point
 runs Flower's own SuperNode unchanged except for that one wait: for ``QUICK_POLL_WINDOW`` seconds
 after start-up and after each reply it polls every ``QUICK_POLL`` seconds, then every 3 s as
-before. Every launch path starts SuperNodes through it (`SuperNodeCommand`).
+before. Every launch path starts SuperNodes through it (`SuperNodeCommand`). With a Flower whose
+loop differs it warns and runs Flower's SuperNode unchanged.
 
 Run as ``python -m fedrec_app.ops.supernode_main ARGS``: the same arguments as
 ``flower-supernode``.
@@ -13,6 +14,7 @@ Run as ``python -m fedrec_app.ops.supernode_main ARGS``: the same arguments as
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -52,8 +54,8 @@ def install(module: ModuleType, clock: QuickPollClock) -> None:
     """Put ``clock`` into Flower's SuperNode loop module; fail loudly if the loop changed."""
     push: Callable[..., None] | None = getattr(module, "_push_messages", None)
     if getattr(module, "time", None) is not time or push is None:
-        raise RuntimeError(f"{module.__name__} no longer has the loop this patch knows "
-                           "(flwr 1.42): start flower-supernode instead")
+        raise RuntimeError(f"{module.__name__} no longer has the loop the quick poll knows "
+                           "(flwr 1.42)")
 
     def push_then_poll_quickly(*args: Any, **kwargs: Any) -> None:
         push(*args, **kwargs)
@@ -67,7 +69,10 @@ def main() -> None:
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 
-    install(start_client_internal, QuickPollClock())
+    try:
+        install(start_client_internal, QuickPollClock())
+    except RuntimeError as exc:  # another Flower: its own SuperNode, with its own waits
+        logging.getLogger(__name__).warning("%s; running it unchanged", exc)
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 

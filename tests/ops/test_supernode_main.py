@@ -67,7 +67,7 @@ def test_install_fits_the_installed_flower_and_marks_each_reply(
 
 def test_install_refuses_a_loop_it_does_not_know() -> None:
     changed = types.ModuleType("flwr.supernode.start_client_internal")
-    with pytest.raises(RuntimeError, match="start flower-supernode instead"):
+    with pytest.raises(RuntimeError, match="no longer has the loop the quick poll knows"):
         install(changed, QuickPollClock())
 
 
