@@ -145,7 +145,7 @@ class _Group:
                 self.endpoints[index].close()
 
     def stop_all(self) -> None:
-        """SIGTERM every trainer and wait for it (each removes its socket and key)."""
+        """SIGTERM every trainer and wait for it (the caller then closes the endpoints)."""
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
