@@ -268,7 +268,7 @@ class LocalFederation:
             log.info("%s refused (still online after a crash?); retrying in 5 s", name)
             time.sleep(5)
 
-    def start_trainers(self, wait: bool = True) -> ManagedProcess:
+    def start_trainers(self, wait: bool = True) -> None:
         """Start the nodes' warm trainers: one process imports TensorFlow, then forks one trainer
         per node (each node's node-config must name a state-dir)."""
         command = TrainerGroupCommand.for_nodes(
@@ -281,7 +281,6 @@ class LocalFederation:
         group.start()
         if wait:
             self.wait_trainers(TRAINER_READY)
-        return group
 
     def wait_trainers(self, state: str) -> None:
         """Until every node's trainer has logged ``state`` (TRAINER_LISTENING or TRAINER_READY)."""

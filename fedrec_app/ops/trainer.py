@@ -76,17 +76,17 @@ class TrainerGroupCommand:
                               "trainer` per node to give each its own gpu-index")
         if len({m.threads for m in members}) > 1:
             raise FedrecError("a trainer group's nodes must have the same threads")
+        if len({m.data_path is None for m in members}) > 1:
+            raise FedrecError("a trainer group needs a data-path for every node or for none")
         return cls(members, nice)
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "fedrec_app", "trainers"]
         for member in self.members:
             argv += ["--state-dir", str(member.state_dir)]
-        if all(m.data_path is not None for m in self.members):
-            for member in self.members:
+        for member in self.members:  # every node's or none (for_nodes)
+            if member.data_path is not None:
                 argv += ["--data-path", str(member.data_path)]
-        elif any(m.data_path is not None for m in self.members):
-            raise FedrecError("a trainer group needs a data-path for every node or for none")
         if self.members[0].threads is not None:
             argv += ["--threads", str(self.members[0].threads)]
         if self.nice:

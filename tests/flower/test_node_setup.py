@@ -63,4 +63,4 @@ def test_trainer_group_command_pairs_each_state_dir_with_its_data(tmp_path: Path
 )
 def test_trainer_group_command_refuses(configs: list[dict], problem: str) -> None:
     with pytest.raises(FedrecError, match=problem):
-        TrainerGroupCommand.for_nodes(configs).argv()
+        TrainerGroupCommand.for_nodes(configs)
