@@ -1,7 +1,8 @@
 """A lower CPU priority for a process's start-up, set back afterwards where the kernel allows.
 
-For a warm trainer that shares its host with the SuperLink, the SuperNodes and the ServerApp
-(`fedrec trainer --nice`): they start first while it loads TensorFlow. Standard library only, so
+For warm trainers that share their host with the SuperLink, the SuperNodes and the ServerApp
+(`fedrec trainer --nice`, `fedrec trainers --nice`): those start first while the trainers load
+TensorFlow. Standard library only, so
 that the priority drops before anything heavy is imported.
 """
 

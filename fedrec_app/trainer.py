@@ -16,8 +16,10 @@ the HMAC challenge of ``multiprocessing.connection`` with a random key stored be
 Faults: no trainer (no socket, or nobody listening) means ``ask`` returns None and the
 ClientApp trains in-process, as before. A trainer that dies mid-request is an error reply for
 that message (``trainer-failed``); the next message finds no trainer and trains in-process,
-or finds the restarted one. Requests are served one at a time, and each carries its run id:
-node state is kept per run, and the trainer logs when it switches runs.
+or finds the restarted one (in a group, ``fedrec_app.trainer_group``, the parent keeps the
+socket open and forks the trainer again, so the next message waits for it). Requests are
+served one at a time, and each carries its run id: node state is kept per run, and the trainer
+logs when it switches runs.
 """
 
 from __future__ import annotations
