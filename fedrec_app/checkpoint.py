@@ -6,10 +6,17 @@ arrays, see ``fedrec_app.scoring``), optionally ``model.keras``, ``items.csv`` (
 and ``manifest.json`` (format version, model, round, metrics history, run config, catalogue
 fingerprint, sha256 of every other file). A folder is written under a temporary name and renamed
 into place, so a reader never sees half a checkpoint.
+
+``manifest.sig`` signs the exact bytes of ``manifest.json`` with the federation's Ed25519 key
+(``fedrec_app.signing``): since the manifest holds the sha256 of every other file, a verified
+signature vouches for the whole folder. Folders are 0750 and files 0640 (they may hold user
+factors): a gateway running as another user reads them as a member of the owner's group.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,8 +34,16 @@ from fedrec_app.errors import FedrecError
 from fedrec_app.files import sha256_file
 from fedrec_app.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, USER_ARRAYS
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
 FORMAT_VERSION = 1
 WEIGHTS, MODEL, ITEMS, MANIFEST = "weights.npz", "model.keras", "items.csv", "manifest.json"
+SIGNATURE = "manifest.sig"
+FOLDER_MODE, FILE_MODE = 0o750, 0o640  # owner writes, its group (the gateway's user) reads
 REQUIRED_ARRAYS = ("item_ids", *ITEM_ARRAYS, *GLOBAL_ARRAYS)
 USER_FACTOR_ARRAYS = ("user_ids", *USER_ARRAYS)
 
@@ -63,18 +78,25 @@ def write_checkpoint(
     catalogue: Catalogue,
     manifest: Mapping[str, Any],
     write_model: Callable[[Path], None] | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> Path:
     """Write a complete checkpoint folder atomically; an existing ``folder`` is replaced.
 
     ``manifest`` holds the caller's fields (run_id, round, model, metrics, history, run_config);
     this function adds format_version, created, catalogue, has_user_factors and files.
     ``write_model(path)``, when given, saves the Keras model to ``path`` (model.keras).
+    ``signing_key``, when given, signs manifest.json into manifest.sig; without it the folder is
+    unsigned and a gateway serves it only with ``--allow-unsigned``.
     """
+    from fedrec_app.signing import sign
+
     folder = Path(folder)
     _check_arrays(arrays, catalogue, where=str(folder))
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if not folder.parent.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.chmod(FOLDER_MODE)  # the run folder: no more open than the checkpoints
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700: a gateway running as another user must read it
+    tmp.chmod(FOLDER_MODE)  # mkdtemp makes it 0700: the gateway's group must read it
     try:
         np.savez(tmp / WEIGHTS, **{name: np.asarray(value) for name, value in arrays.items()})
         write_catalogue_csv(catalogue, tmp / ITEMS)
@@ -89,7 +111,12 @@ def write_checkpoint(
             "has_user_factors": "user_ids" in arrays,
             "files": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True) + "\n")
+        manifest_bytes = (json.dumps(full_manifest, indent=2, sort_keys=True) + "\n").encode()
+        (tmp / MANIFEST).write_bytes(manifest_bytes)
+        if signing_key is not None:
+            (tmp / SIGNATURE).write_bytes(sign(signing_key, manifest_bytes))
+        for path in tmp.iterdir():
+            path.chmod(FILE_MODE if path.is_file() else FOLDER_MODE)
         _fsync_dir(tmp)
         _replace_dir(tmp, folder)
     except BaseException:
@@ -112,11 +139,22 @@ def point(run_dir: Path, name: str, target: Path) -> Path:
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of a checkpoint folder, not yet verified against the files."""
     path = Path(folder) / MANIFEST
+    return _parse_manifest(path, _read_manifest_bytes(path))
+
+
+def _read_manifest_bytes(path: Path) -> bytes:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing (not a checkpoint folder)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable manifest: {exc}") from exc
+
+
+def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable manifest: {exc}") from exc
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{path}: manifest is not a JSON object")
@@ -127,20 +165,46 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: format_version {manifest['format_version']!r} is not {FORMAT_VERSION}"
         )
+    if not isinstance(manifest["files"], dict):
+        raise CheckpointError(f"{path}: 'files' is not a JSON object")
     return manifest
 
 
-def verify_checkpoint(folder: Path) -> dict[str, Any]:
-    """Check every file's sha256 against the manifest; return the manifest."""
+def verify_signature(folder: Path, manifest_bytes: bytes, verify_key: Ed25519PublicKey) -> None:
+    """Raise CheckpointError unless ``folder``'s manifest.sig signs ``manifest_bytes``."""
+    from fedrec_app.signing import SignatureError, verify
+
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    try:
+        signature = (folder / SIGNATURE).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{folder}: unsigned checkpoint (no {SIGNATURE}): refused, the signature is required"
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"{folder / SIGNATURE}: unreadable signature: {exc}") from None
+    try:
+        verify(verify_key, manifest_bytes, signature, where=str(folder / SIGNATURE))
+    except SignatureError as exc:
+        raise CheckpointError(f"{exc}; checkpoint {folder} refused") from None
+
+
+def verify_checkpoint(folder: Path, verify_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """Check the signature (when ``verify_key`` is given), then every file's sha256 against the
+    manifest; return the manifest. The signature is checked over the very bytes parsed."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    data = _read_manifest_bytes(path)
+    if verify_key is not None:
+        verify_signature(folder, data, verify_key)
+    manifest = _parse_manifest(path, data)
     files = manifest["files"]
     for required in (WEIGHTS, ITEMS):
         if required not in files:
             raise CheckpointError(f"{folder / MANIFEST}: files lacks '{required}'")
     for name, expected in files.items():
         path = folder / name
-        if Path(name).name != name:
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
             raise CheckpointError(f"{folder / MANIFEST}: file name {name!r} is not a plain name")
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (listed in the manifest)")
@@ -151,19 +215,31 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_checkpoint(folder: Path) -> Checkpoint:
-    """Verify and load a checkpoint folder (symlinks such as ``latest`` are resolved)."""
+def read_checkpoint(folder: Path, verify_key: Ed25519PublicKey | None = None) -> Checkpoint:
+    """Verify and load a checkpoint folder (symlinks such as ``latest`` are resolved).
+
+    With ``verify_key`` the folder must carry a valid signature by that key (the gateway's
+    rule); without it only the sha256 of every file is checked.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     folder = folder.resolve()
-    manifest = verify_checkpoint(folder)
+    manifest = verify_checkpoint(folder, verify_key)
     catalogue = read_catalogue_csv(folder / ITEMS)
     expected = manifest["catalogue"].get("fingerprint")
     if catalogue.fingerprint != expected:
         raise CheckpointError(f"{folder / ITEMS}: catalogue fingerprint differs from the manifest")
+    # Read the weights once and check those very bytes: a file swapped after the check above
+    # is never used.
     try:
-        with np.load(folder / WEIGHTS, allow_pickle=False) as npz:
+        data = (folder / WEIGHTS).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{folder / WEIGHTS}: unreadable: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != manifest["files"][WEIGHTS]:
+        raise CheckpointError(f"{folder / WEIGHTS}: changed while it was read (sha256 differs)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{folder / WEIGHTS}: unreadable: {exc}") from exc

@@ -1,17 +1,25 @@
+import base64
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedrec_app.checkpoint import (
+    SIGNATURE,
     CheckpointError,
     point,
     read_checkpoint,
     round_folder_name,
+    verify_checkpoint,
     write_checkpoint,
 )
 from fedrec_app.data.catalogue import Catalogue
+from fedrec_app.files import sha256_file
+from fedrec_app.signing import new_signing_key
+
+KEY = new_signing_key()
 
 
 def _catalogue(n: int = 4) -> Catalogue:
@@ -55,9 +63,29 @@ def test_write_then_read_through_pointer(tmp_path: Path, rng) -> None:
     for name, value in arrays.items():
         np.testing.assert_array_equal(checkpoint.arrays[name], value)
     assert sorted(p.name for p in run_dir.iterdir()) == ["latest", "round-0003"]
-    # Readable by a gateway running as another user (no secrets in a checkpoint).
-    assert folder.stat().st_mode & 0o777 == 0o755
-    assert all(p.stat().st_mode & 0o044 == 0o044 for p in folder.iterdir())
+    # User factors are personal data: the owner and its group (the gateway's user) only.
+    assert folder.stat().st_mode & 0o777 == 0o750
+    assert run_dir.stat().st_mode & 0o777 == 0o750
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+        "weights.npz": 0o640, "items.csv": 0o640, "manifest.json": 0o640,
+    }  # fmt: skip
+
+
+def test_modes_do_not_depend_on_the_umask(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    old = os.umask(0o002)  # a lax umask would leave world-readable files
+    try:
+        folder = write_checkpoint(
+            tmp_path / "ck", _arrays(rng, catalogue, users=2), catalogue, {"round": 1},
+            write_model=lambda path: path.write_bytes(b"model"), signing_key=KEY,
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o750
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    names = {"weights.npz", "items.csv", "model.keras", "manifest.json", "manifest.sig"}
+    assert set(modes) == names
+    assert set(modes.values()) == {0o640}
 
 
 def test_rewrite_replaces_folder_and_repoints(tmp_path: Path, rng) -> None:
@@ -111,3 +139,76 @@ def test_inconsistent_arrays_are_never_written(tmp_path: Path, rng) -> None:
     with pytest.raises(CheckpointError, match="NaN"):
         write_checkpoint(tmp_path / "ck", arrays, catalogue, {"round": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def _forge(folder: Path, rng: np.random.Generator) -> None:
+    """What a forger can do without the key: new weights, the manifest's sha256 recomputed."""
+    with np.load(folder / "weights.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["item_bias"] = arrays["item_bias"] + rng.normal(size=arrays["item_bias"].shape)
+    np.savez(folder / "weights.npz", **arrays)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["weights.npz"] = sha256_file(folder / "weights.npz")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def test_signed_checkpoint_verifies_with_its_public_key(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    arrays = _arrays(rng, catalogue, users=2)
+    folder = write_checkpoint(tmp_path / "ck", arrays, catalogue, {"round": 1}, signing_key=KEY)
+    record = json.loads((folder / SIGNATURE).read_text())
+    assert record["algorithm"] == "ed25519"
+    # The signature covers the exact manifest bytes, and the manifest lists every other file.
+    KEY.public_key().verify(
+        base64.b64decode(record["signature"]), (folder / "manifest.json").read_bytes()
+    )
+    assert set(json.loads((folder / "manifest.json").read_text())["files"]) == {
+        "weights.npz", "items.csv",
+    }  # fmt: skip
+    checkpoint = read_checkpoint(folder, verify_key=KEY.public_key())
+    np.testing.assert_array_equal(checkpoint.arrays["item_bias"], arrays["item_bias"])
+
+
+def test_forged_checkpoint_with_recomputed_hashes_is_refused(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    folder = write_checkpoint(
+        tmp_path / "ck", _arrays(rng, catalogue), catalogue, {"round": 1}, signing_key=KEY
+    )
+    _forge(folder, rng)
+    verify_checkpoint(folder)  # the hashes alone are consistent again: that is the forgery
+    with pytest.raises(CheckpointError, match=f"{folder}.*signature does not verify"):
+        read_checkpoint(folder, verify_key=KEY.public_key())
+
+
+def test_signature_by_another_key_is_refused_naming_both_keys(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    other = new_signing_key()
+    folder = write_checkpoint(
+        tmp_path / "ck", _arrays(rng, catalogue), catalogue, {"round": 1}, signing_key=other
+    )
+    read_checkpoint(folder, verify_key=other.public_key())  # valid for its own key
+    with pytest.raises(CheckpointError, match="signature does not verify.*another key"):
+        read_checkpoint(folder, verify_key=KEY.public_key())
+
+
+def test_unsigned_or_mangled_signature_is_refused(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    unsigned = write_checkpoint(tmp_path / "u", _arrays(rng, catalogue), catalogue, {"round": 1})
+    assert not (unsigned / SIGNATURE).exists()
+    read_checkpoint(unsigned)  # without a verify key only the hashes count
+    with pytest.raises(CheckpointError, match=f"{unsigned}: unsigned checkpoint.*signature"):
+        read_checkpoint(unsigned, verify_key=KEY.public_key())
+    signed = write_checkpoint(
+        tmp_path / "s", _arrays(rng, catalogue), catalogue, {"round": 1}, signing_key=KEY
+    )
+    record = json.loads((signed / SIGNATURE).read_text())
+    for bad, message in (
+        ("not json", "malformed signature"),
+        (json.dumps({**record, "algorithm": "rsa"}), "algorithm 'rsa'"),
+        (json.dumps({**record, "signature": "%%%"}), "malformed signature"),
+        (json.dumps({**record, "signature": base64.b64encode(b"x" * 64).decode()}),
+         "signature does not verify"),
+    ):  # fmt: skip
+        (signed / SIGNATURE).write_text(bad)
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint(signed, verify_key=KEY.public_key())
