@@ -10,9 +10,12 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     certs = subparsers.add_parser(
         "certs",
-        help="make a CA and a SuperLink server certificate",
+        help="make a CA, a SuperLink server certificate and the checkpoint-signing key",
         description="Write ca.crt/ca.key and server.pem/server.key (ECDSA P-384). The server "
-        "certificate covers every --san plus localhost, 127.0.0.1 and ::1.",
+        "certificate covers every --san plus localhost, 127.0.0.1 and ::1. Also writes the "
+        "federation's checkpoint-signing key pair federation-signing.key (Ed25519, 0600: "
+        "run-config signing-key, SuperLink host only) and federation-signing.pub (the "
+        "gateway's --verify-key) when missing; an existing pair is kept.",
     )
     certs.add_argument("--out", type=Path, default=Path("certs"), help="output folder")
     certs.add_argument(
@@ -20,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an address SuperNodes and the CLI dial (repeatable)",
     )
     certs.add_argument("--force", action="store_true",
-                       help="replace an existing CA (or, with --name, that certificate)")
+                       help="replace an existing CA (or, with --name, that certificate; with "
+                       "--signing-key, the signing key pair)")
+    certs.add_argument("--signing-key", action="store_true",
+                       help="write only the checkpoint-signing key pair into --out (e.g. next "
+                       "to an existing CA)")
     certs.add_argument(
         "--name", metavar="NAME",
         help="sign another server certificate NAME.pem/NAME.key (e.g. the gateway's) with the "
@@ -59,8 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from fedrec_app.ops.certs import certificate_sans, issue_server_cert, make_certs
+    from fedrec_app.errors import FedrecError
+    from fedrec_app.ops.certs import (
+        certificate_sans,
+        issue_server_cert,
+        make_certs,
+        make_signing_key,
+    )
 
+    if args.signing_key:
+        if args.name or args.san:
+            raise FedrecError("--signing-key takes neither --name nor --san")
+        paths = make_signing_key(args.out, force=args.force)
+        print(f"signing key: {paths.signing_key}  (public {paths.signing_pub})")
+        return 0
     if args.name:
         cert, key = issue_server_cert(args.out, args.name, args.san, force=args.force)
         print(f"{args.name}: {cert}  (key {key}), SANs: {', '.join(certificate_sans(cert))}")
@@ -69,6 +88,7 @@ def _certs(args: argparse.Namespace) -> int:
     print(f"CA:          {paths.ca_cert}  (key {paths.ca_key})")
     print(f"SuperLink:   {paths.server_cert}  (key {paths.server_key})")
     print(f"SANs:        {', '.join(certificate_sans(paths.server_cert))}")
+    print(f"signing key: {paths.signing_key}  (public {paths.signing_pub})")
     return 0
 
 

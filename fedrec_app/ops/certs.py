@@ -1,4 +1,5 @@
-"""A private CA + SuperLink server certificate, and OpenSSH ECDSA P-384 SuperNode key pairs.
+"""A private CA + SuperLink server certificate, the federation's checkpoint-signing key pair
+(Ed25519), and OpenSSH ECDSA P-384 SuperNode key pairs.
 
 Everything is made with the `cryptography` package (no openssl/ssh-keygen); private keys are
 written 0600, atomically, and nothing existing is overwritten unless asked.
@@ -20,10 +21,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrec_app.errors import FedrecError
 from fedrec_app.files import atomic_write
+from fedrec_app.signing import (
+    key_id,
+    load_signing_key,
+    load_verify_key,
+    new_signing_key,
+    private_pem,
+    public_pem,
+)
 
 log = logging.getLogger(__name__)
 
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.pem", "server.key"
+# The ServerApp signs checkpoints with the .key (SuperLink host only); gateways check the .pub.
+SIGNING_KEY, SIGNING_PUB = "federation-signing.key", "federation-signing.pub"
 DEFAULT_SANS = ("localhost", "127.0.0.1", "::1")
 CA_DAYS, SERVER_DAYS = 3650, 825
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -52,6 +63,17 @@ class CertPaths:
     @property
     def server_key(self) -> Path:
         return self.out / SERVER_KEY
+
+    @property
+    def signing_key(self) -> Path:
+        """The federation's Ed25519 checkpoint-signing key (PKCS#8 PEM, 0600): run-config
+        ``signing-key`` on the SuperLink host."""
+        return self.out / SIGNING_KEY
+
+    @property
+    def signing_pub(self) -> Path:
+        """Its public half (PEM): the gateway's ``--verify-key``."""
+        return self.out / SIGNING_PUB
 
 
 @dataclass(frozen=True)
@@ -193,7 +215,8 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
     """Write a new CA and a SuperLink server certificate signed by it into `out`.
 
     The server certificate's SANs are `sans` + localhost, 127.0.0.1, ::1. An existing CA (or
-    server certificate) is never overwritten unless `force`.
+    server certificate) is never overwritten unless `force`. The federation signing key pair is
+    made when missing and kept when present, also with `force` (see `make_signing_key`).
     """
     paths = CertPaths(Path(out))
     entries = san_entries(sans)  # validate before touching anything
@@ -202,6 +225,7 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
             [paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key],
             "pass --force to replace the CA; every node must then trust the new ca.crt",
         )
+    _existing_signing_pair(paths)  # a broken pair stops us before anything is written
     ca_key, ca_cert = _new_ca()
     server_key, server_cert = _issue_server(ca_key, ca_cert, entries)
     atomic_write(paths.ca_key, _pem_key(ca_key), PRIVATE)
@@ -209,7 +233,60 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
     atomic_write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
     log.info("wrote CA %s and server certificate %s (SANs: %s)", paths.ca_cert,
              paths.server_cert, ", ".join(str(e.value) for e in entries))
+    ensure_signing_key(paths.out)
     return paths
+
+
+def _existing_signing_pair(paths: CertPaths) -> str | None:
+    """The key id of the signing pair in ``paths`` (None when neither half is there); an error
+    when only one half is there or the halves do not match."""
+    present = [p.exists() for p in (paths.signing_key, paths.signing_pub)]
+    if not any(present):
+        return None
+    if not all(present):
+        have, lack = (
+            (paths.signing_key, paths.signing_pub) if present[0]
+            else (paths.signing_pub, paths.signing_key)
+        )  # fmt: skip
+        raise FedrecError(
+            f"{have} exists but {lack} does not: restore the missing half, or replace the pair "
+            "with `fedrec certs --signing-key --force` (gateways then need the new .pub)"
+        )
+    private = load_signing_key(paths.signing_key)
+    public = load_verify_key(paths.signing_pub)
+    if key_id(private.public_key()) != key_id(public):
+        raise FedrecError(f"{paths.signing_pub} is not the public half of {paths.signing_key}")
+    return key_id(public)
+
+
+def make_signing_key(out: Path, force: bool = False) -> CertPaths:
+    """Write a new federation signing key pair into `out`: `federation-signing.key` (Ed25519,
+    PKCS#8 PEM, 0600) and `federation-signing.pub` (PEM). An existing half is never overwritten
+    unless `force` (then checkpoints signed before verify only with the old .pub)."""
+    paths = CertPaths(Path(out))
+    if not force:
+        _refuse_existing(
+            [paths.signing_key, paths.signing_pub],
+            "pass --force to replace the signing key; every gateway then needs the new .pub",
+        )
+    key = new_signing_key()
+    atomic_write(paths.signing_key, private_pem(key), PRIVATE)
+    atomic_write(paths.signing_pub, public_pem(key.public_key()), PUBLIC)
+    log.info("wrote the federation signing key %s (+ .pub, key id %s)", paths.signing_key,
+             key_id(key.public_key()))
+    return paths
+
+
+def ensure_signing_key(out: Path) -> bool:
+    """The signing key pair in `out`: made when neither half is there (True), kept when both are
+    and match (False). Half a pair, or halves that differ, is an error: nothing is overwritten."""
+    paths = CertPaths(Path(out))
+    existing = _existing_signing_pair(paths)
+    if existing is not None:
+        log.info("keeping the federation signing key %s (key id %s)", paths.signing_key, existing)
+        return False
+    make_signing_key(paths.out)
+    return True
 
 
 def issue_server_cert(

@@ -146,3 +146,41 @@ def test_issue_server_cert_signs_with_the_existing_ca(tmp_path: Path) -> None:
         issue_server_cert(tmp_path, "gateway")
     with pytest.raises(FedrecError, match="--name"):
         issue_server_cert(tmp_path, "ca")
+
+
+def test_certs_write_a_signing_key_pair_and_keep_it(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_pem_public_key,
+    )
+
+    paths = make_certs(tmp_path)
+    assert _mode(paths.signing_key) == 0o600
+    private = load_pem_private_key(paths.signing_key.read_bytes(), password=None)
+    public = load_pem_public_key(paths.signing_pub.read_bytes())
+    public.verify(private.sign(b"manifest"), b"manifest")  # the two halves belong together
+    before = paths.signing_key.read_bytes()
+    make_certs(tmp_path, force=True)  # a new CA; the checkpoint-signing pair is kept
+    assert paths.signing_key.read_bytes() == before
+    result = _fedrec("certs", "--signing-key", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert paths.signing_key.read_bytes() == before
+    result = _fedrec("certs", "--signing-key", "--force", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert paths.signing_key.read_bytes() != before
+    assert str(paths.signing_pub) in result.stdout
+
+
+def test_half_a_signing_pair_is_an_error_and_nothing_is_written(tmp_path: Path) -> None:
+    from fedrec_app.ops.certs import ensure_signing_key
+
+    assert ensure_signing_key(tmp_path) is True
+    assert ensure_signing_key(tmp_path) is False
+    (tmp_path / "federation-signing.pub").unlink()
+    with pytest.raises(FedrecError, match="federation-signing.key exists but .*pub does not"):
+        make_certs(tmp_path)
+    assert not (tmp_path / "ca.crt").exists()
+    ensure_signing_key(tmp_path / "other")
+    (tmp_path / "other" / "federation-signing.pub").rename(tmp_path / "federation-signing.pub")
+    with pytest.raises(FedrecError, match="is not the public half"):
+        ensure_signing_key(tmp_path)
