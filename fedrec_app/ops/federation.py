@@ -2,11 +2,17 @@
 
 Used by integration tests, `fedrec up` and benchmarks. Layout under `work_dir`:
 `certs/` (CA, server cert), `certs/nodes/NAME` (keys), `superlink/` (its FLWR_HOME, cwd and
-`state.db`), `cli/` (the `flwr` CLI's FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and
-cwd), `logs/*.log`. With `warm_trainers`, each node also gets its warm trainer (same state-dir
-and data-path as its node-config), all forked from one TensorFlow import (`fedrec trainers`,
-`logs/trainers.log`). Everything it started is stopped on exit, also
-on exceptions and Ctrl+C.
+`state.db`), `proxy/` (the Fleet proxy's config and access log), `cli/` (the `flwr` CLI's
+FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and cwd), `logs/*.log`. With
+`warm_trainers`, each node also gets its warm trainer (same state-dir and data-path as its
+node-config), all forked from one TensorFlow import (`fedrec trainers`, `logs/trainers.log`).
+Everything it started is stopped on exit, also on exceptions and Ctrl+C.
+
+Topology (the same as a lab's, `fedrec_app.ops.proxy`): the SuperLink listens on 127.0.0.1 only;
+nginx listens on `host:port` and forwards the Fleet API alone, so SuperNodes dial the proxy and
+the `flwr` CLI (the operator, on this host) dials the SuperLink's loopback port. Where nginx is
+not installed and `fleet_proxy` was left to choose, the SuperLink itself listens on `host:port`
+and a warning says that its Control API is then open to whoever reaches that port.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from fedrec_app.ops.flower import (
     flower_env,
 )
 from fedrec_app.ops.process import ManagedProcess, ProcessError
+from fedrec_app.ops.proxy import INSTALL_HINT, ProxyCommand, nginx_bin
 from fedrec_app.ops.trainer import TRAINER_READY, TrainerGroupCommand, trainer_log_line
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,38 @@ RECONNECTED = r"Connection successful after"
 # are warmed up they run at a lower CPU priority, so that those start first (`fedrec trainers
 # --nice`).
 CO_LOCATED_TRAINER_NICE = 10
+
+
+def _choose_fleet_proxy(wanted: bool | None, host: str) -> bool:
+    """Whether to put the Fleet proxy in front: as asked, else where nginx is installed."""
+    found = nginx_bin() is not None
+    if wanted and not found:
+        raise FedrecError(f"the Fleet proxy needs nginx: {INSTALL_HINT}")
+    if wanted is None and not found:
+        log.warning(
+            "nginx is not installed: the SuperLink listens on %s itself, so whoever reaches that "
+            "port can use its Control API (start runs, register nodes); %s to lock it", host,
+            INSTALL_HINT,
+        )
+    return found if wanted is None else wanted
+
+
+def _wait_listening(process: ManagedProcess, address: str, timeout: float) -> None:
+    """Until a TCP connection to `address` (host:port) succeeds; fail if `process` exits."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as exc:
+            if not process.alive():
+                raise ProcessError(f"{process.name} exited (code {process.returncode}):\n"
+                                   f"{process.log_tail()}") from exc
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{process.name}: nothing listens on {address} after "
+                                   f"{timeout:.0f} s:\n{process.log_tail()}") from exc
+        time.sleep(0.1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,10 +118,13 @@ class LocalFederation:
         max_wait_time: float = 120.0,
         ready_timeout: float = 90.0,
         warm_trainers: bool = False,
+        fleet_proxy: bool | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.host = host
         self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
+        self.fleet_proxy = _choose_fleet_proxy(fleet_proxy, host)
+        self.link_port = free_port() if self.fleet_proxy else self.port
         self.sans = tuple(sans) + ((host,) if host not in ("0.0.0.0", "::") else ())
         self.max_wait_time = max_wait_time
         self.ready_timeout = ready_timeout
@@ -108,6 +150,7 @@ class LocalFederation:
         }
         self.cli = FlwrCli(self.work_dir / "cli")
         self.superlink: ManagedProcess | None = None
+        self.proxy: ManagedProcess | None = None
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,8 +203,12 @@ class LocalFederation:
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(lambda p: p.stop(), running))
         finally:  # even if interrupted again: the SuperLink never outlives the harness
-            if self.superlink is not None:
-                self.superlink.stop()
+            try:
+                if self.superlink is not None:
+                    self.superlink.stop()
+            finally:
+                if self.proxy is not None:
+                    self.proxy.stop()
 
     # ------------------------------------------------------------------ credentials
     def make_credentials(self) -> None:
@@ -188,16 +235,31 @@ class LocalFederation:
     @property
     def superlink_command(self) -> SuperLinkCommand:
         return SuperLinkCommand(
-            host=self.host, port=self.port, database=self.link_home / "state.db",
-            ca_cert=self.certs.ca_cert, server_cert=self.certs.server_cert,
-            server_key=self.certs.server_key,
+            host="127.0.0.1" if self.fleet_proxy else self.host, port=self.link_port,
+            database=self.link_home / "state.db", ca_cert=self.certs.ca_cert,
+            server_cert=self.certs.server_cert, server_key=self.certs.server_key,
+        )
+
+    @property
+    def proxy_command(self) -> ProxyCommand:
+        return ProxyCommand(
+            host=self.host, port=self.port, upstream_port=self.link_port,
+            server_cert=self.certs.server_cert, server_key=self.certs.server_key,
+            ca_cert=self.certs.ca_cert, folder=self.work_dir / "proxy",
         )
 
     @property
     def address(self) -> str:
+        """What SuperNodes dial: the Fleet proxy (or the SuperLink itself, without one)."""
+        return self.proxy_command.address if self.fleet_proxy else self.control_address
+
+    @property
+    def control_address(self) -> str:
+        """What the operator's `flwr` CLI dials: the SuperLink's own port."""
         return self.superlink_command.address
 
     def start_superlink(self) -> None:
+        """The SuperLink (waits for /health) and, the first time, its Fleet proxy."""
         cmd = self.superlink_command
         self.link_home.mkdir(parents=True, exist_ok=True)
         if self.superlink is None:
@@ -206,7 +268,15 @@ class LocalFederation:
                 self.logs / "superlink.log", cwd=self.link_home,
             )
         self.superlink.start()
+        if self.fleet_proxy and self.proxy is None:
+            proxy = self.proxy_command
+            proxy.write()
+            self.proxy = ManagedProcess("proxy", proxy.argv(), flower_env(proxy.folder),
+                                        self.logs / "proxy.log")
+            self.proxy.start()
         self.superlink.wait_https_ready(cmd.health_url, self.certs.ca_cert, self.ready_timeout)
+        if self.proxy is not None:
+            _wait_listening(self.proxy, self.proxy_command.address, self.ready_timeout)
         self.cli.configure(cmd.address, self.certs.ca_cert)
 
     def stop_superlink(self) -> None:
