@@ -41,10 +41,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="allow this origin by CORS (repeatable; default: CORS off)")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20,
                         help="largest request body accepted (default %(default)s)")
+    parser.add_argument("--max-connections-per-client", type=int, default=64, metavar="N",
+                        help="open connections one client address may hold; more are refused "
+                        "at once (default %(default)s; 0: no cap, e.g. behind a proxy that "
+                        "applies its own)")
+    parser.add_argument("--max-connections", type=int, default=4096, metavar="N",
+                        help="open connections in all; more are refused at once "
+                        "(default %(default)s; 0: no cap)")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="close a connection whose request header is not complete this "
+                        "long after it opened or after a request's first byte "
+                        "(default %(default)s; 0: never)")
+    parser.add_argument("--open-docs", action="store_true",
+                        help="with --api-key-file, still serve /docs, /redoc and /openapi.json "
+                        "without a key (default: 404 when keys are on; always open without keys)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fedrec_app.gateway.connections import ConnectionGuard
     from fedrec_app.gateway.main import serve
     from fedrec_app.gateway.security import load_api_keys
     from fedrec_app.gateway.settings import GatewaySettings
@@ -57,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"--min-rating {args.min_rating}: must be within 1-5")
     if args.watch_interval <= 0:
         raise FedrecError(f"--watch-interval {args.watch_interval}: must be positive")
+    for flag, value in (("--max-connections-per-client", args.max_connections_per_client),
+                        ("--max-connections", args.max_connections),
+                        ("--header-timeout", args.header_timeout)):  # fmt: skip
+        if value < 0:
+            raise FedrecError(f"{flag} {value}: must be >= 0 (0 turns the limit off)")
     settings = GatewaySettings(
         checkpoint=args.checkpoint,
         min_rating=args.min_rating,
@@ -65,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         watch=args.watch,
         watch_interval=args.watch_interval,
+        open_docs=args.open_docs,
     )
     serve(
         settings,
@@ -72,5 +93,10 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         certfile=args.cert if args.tls else None,
         keyfile=args.key if args.tls else None,
+        limits=ConnectionGuard(
+            max_per_client=args.max_connections_per_client,
+            max_total=args.max_connections,
+            header_timeout=args.header_timeout,
+        ),
     )
     return 0

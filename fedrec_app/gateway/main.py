@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from fedrec_app.gateway import handlers
+from fedrec_app.gateway.connections import ConnectionCollector, ConnectionGuard, guarded_protocol
 from fedrec_app.gateway.metrics import GatewayMetrics
 from fedrec_app.gateway.middleware import RequestMiddleware
 from fedrec_app.gateway.routes import movies, ops, predict, recommend
@@ -62,11 +63,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> FastAPI:
     """The gateway app; loads (and verifies) the checkpoint now unless ``store`` is given."""
     store = store or ModelStore(settings.checkpoint)
+    # With API keys on, the API description is not handed to whoever asks (404) unless opened.
+    docs = not settings.api_keys or settings.open_docs
     app = FastAPI(
         title="fedrec gateway",
         summary="Movie recommendations from a federated model, served with numpy",
         version="1",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -102,8 +108,13 @@ def serve(
     port: int = 8080,
     certfile: Path | None = None,
     keyfile: Path | None = None,
+    limits: ConnectionGuard | None = None,
 ) -> None:
-    """Run one uvicorn worker (HTTPS when ``certfile``/``keyfile`` are given) until stopped."""
+    """Run one uvicorn worker (HTTPS when ``certfile``/``keyfile`` are given) until stopped.
+
+    ``limits`` bounds connections per client address and in all, and the time to a complete
+    request header (default: ``ConnectionGuard()``'s 64, 4096 and 10 s).
+    """
     import uvicorn
     from threadpoolctl import threadpool_limits
 
@@ -115,6 +126,9 @@ def serve(
     # collector from walking them again and again (shorter pauses, a steadier p99).
     gc.collect()
     gc.freeze()
+    guard = limits or ConnectionGuard()
+    app.state.metrics.registry.register(ConnectionCollector(guard))
+    _raise_open_files_limit(guard.max_total)
     config = uvicorn.Config(
         app,
         host=host,
@@ -124,15 +138,46 @@ def serve(
         access_log=False,  # RequestMiddleware logs one line per request, with latency
         log_config=None,
         server_header=False,
-        limit_concurrency=2048,
-        timeout_keep_alive=30,
+        # The guard refuses connections over its caps at once, so uvicorn's own total
+        # (which answers 503 to everyone once reached) is left off.
+        http=guarded_protocol(guard),
+        limit_concurrency=None,
+        timeout_keep_alive=30,  # an idle connection between requests
     )
     scheme = "https" if certfile else "http"
     log.info(
-        "gateway on %s://%s:%d (API keys %s)",
+        "gateway on %s://%s:%d (API keys %s; at most %s connections per client, %s in all; "
+        "request headers within %s s)",
         scheme,
         host,
         port,
         "on" if settings.api_keys else "off",
+        guard.max_per_client or "unlimited",
+        guard.max_total or "unlimited",
+        f"{guard.header_timeout:g}" if guard.header_timeout else "unlimited",
     )
     uvicorn.Server(config).run()
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Lift the soft open-files limit towards ``connections`` plus headroom (up to the hard one).
+
+    With the common soft limit of 1,024, accept() would fail (and the loop pause accepting)
+    long before the connection cap is reached.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    want = connections + 256 if connections else hard
+    if hard != infinite and want != infinite:
+        want = min(want, hard)
+    if soft != infinite and (want == infinite or want > soft):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if connections and want != infinite and want < connections + 256:
+        log.warning(
+            "open-files limit %d is below --max-connections %d plus headroom: raise it "
+            "(ulimit -n, or LimitNOFILE= in the unit)",
+            want,
+            connections,
+        )

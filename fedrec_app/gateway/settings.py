@@ -22,3 +22,5 @@ class GatewaySettings:
     watch: bool = False
     """Reload when the served folder (e.g. ``latest`` or ``final``) changes."""
     watch_interval: float = 2.0
+    open_docs: bool = False
+    """Serve /docs, /redoc and /openapi.json even with API keys on (without keys they are open)."""

@@ -84,6 +84,8 @@ def test_cors_is_off_by_default_and_opt_in(checkpoint_dir, gateway_factory) -> N
         (["--checkpoint", "{ckpt}", "--tls", "--cert", "{tmp}/none.pem"], "none.pem"),
         (["--checkpoint", "{ckpt}", "--api-key-file", "{tmp}/nokeys"], "nokeys"),
         (["--checkpoint", "{ckpt}", "--min-rating", "7"], "--min-rating"),
+        (["--checkpoint", "{ckpt}", "--header-timeout", "-1"], "--header-timeout"),
+        (["--checkpoint", "{ckpt}", "--max-connections-per-client", "-5"], "per-client"),
     ],
 )
 def test_cli_refuses_bad_arguments(checkpoint_dir, tmp_path, args, message) -> None:
@@ -94,3 +96,28 @@ def test_cli_refuses_bad_arguments(checkpoint_dir, tmp_path, args, message) -> N
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_api_docs_are_closed_with_keys_unless_opened(checkpoint_dir, gateway_factory,
+                                                      tmp_path) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    docs = ("/docs", "/redoc", "/openapi.json")
+    closed = gateway_factory(checkpoint_dir, "--api-key-file", str(key_file))
+    opened = gateway_factory(checkpoint_dir, "--api-key-file", str(key_file), "--open-docs")
+    keyless = gateway_factory(checkpoint_dir)
+    good = {"Authorization": f"Bearer {KEY}"}
+    with closed.client() as client:
+        for path in docs:  # not there at all: not even with the key
+            assert client.get(path).status_code == 404, path
+            assert client.get(path, headers=good).status_code == 404, path
+        assert client.get("/recommend", params={"user_id": 4}, headers=good).status_code == 200
+    for gw in (opened, keyless):
+        with gw.client() as client:
+            for path in docs:
+                assert client.get(path).status_code == 200, path
+            schema = client.get("/openapi.json").json()
+            assert "/recommend" in schema["paths"]
+    with opened.client() as client:  # opening the docs opens nothing else
+        assert client.get("/recommend", params={"user_id": 4}).status_code == 401
