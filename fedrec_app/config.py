@@ -50,6 +50,7 @@ class RunConfig:
     node_wait_timeout: float
     round_timeout: float
     checkpoint_dir: str
+    signing_key: str
     resume_from: str
     share_user_factors: bool
     partition_set: str
@@ -125,6 +126,14 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     _require(0 < decay <= 1, "lr_decay", decay, "must lie in (0, 1]")
     fraction = values["fraction_train"]
     _require(0 < fraction <= 1, "fraction_train", fraction, "must lie in (0, 1]")
+    if values["checkpoint_dir"]:  # checkpoints are never written unsigned
+        key = values["signing_key"]
+        _require(
+            bool(key), "signing_key", key,
+            "required with 'checkpoint-dir': the absolute path of the federation's Ed25519 "
+            "signing key on the SuperLink host (`fedrec certs` writes federation-signing.key)",
+        )  # fmt: skip
+        _require(Path(key).is_absolute(), "signing_key", key, "must be an absolute path")
     _require(
         values["best_metric"] in BEST_METRICS,
         "best_metric",

@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,12 @@ from fedrec_app.data.catalogue import Catalogue
 from fedrec_app.scoring import USER_ARRAYS
 from fedrec_app.strategy import is_better
 from fedrec_app.training import MODEL_TYPE, SHARED_ARRAYS, TrainConfig, model_shape
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +46,17 @@ class ResumePoint:
     source: str = ""
 
 
-def resume_point(cfg: RunConfig, catalogue: Catalogue) -> ResumePoint | None:
-    """The checkpoint named by ``resume-from`` checked against this run, or None."""
+def resume_point(
+    cfg: RunConfig, catalogue: Catalogue, verify_key: Ed25519PublicKey | None = None
+) -> ResumePoint | None:
+    """The checkpoint named by ``resume-from`` checked against this run, or None.
+
+    With ``verify_key`` it must be signed by that key (the federation's): a run never continues
+    from a checkpoint the federation did not write.
+    """
     if not cfg.resume_from:
         return None
-    ckpt = read_checkpoint(Path(cfg.resume_from))
+    ckpt = read_checkpoint(Path(cfg.resume_from), verify_key)
     where = f"run-config 'resume-from' ({cfg.resume_from})"
     if ckpt.catalogue.fingerprint != catalogue.fingerprint:
         raise ConfigError(f"{where}: its catalogue differs from this run's")
@@ -71,13 +83,15 @@ def resume_point(cfg: RunConfig, catalogue: Catalogue) -> ResumePoint | None:
 
 @dataclass
 class CheckpointKeeper:
-    """Writes the run's checkpoint folders as rounds are trained and scored."""
+    """Writes the run's checkpoint folders as rounds are trained and scored, each signed with
+    ``signing_key`` (the federation's)."""
 
     run_dir: Path
     run_id: int
     cfg: RunConfig
     catalogue: Catalogue
     state_key: str
+    signing_key: Ed25519PrivateKey
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str = ""
     _pending: dict[int, tuple[dict, dict | None, dict]] = field(default_factory=dict)
@@ -108,7 +122,9 @@ class CheckpointKeeper:
             self._write(pending, {})
         if self._last is None:
             return None
-        source = read_checkpoint(self.run_dir / round_folder_name(self._last))
+        source = read_checkpoint(
+            self.run_dir / round_folder_name(self._last), self.signing_key.public_key()
+        )
         manifest = {k: v for k, v in source.manifest.items() if k in _CALLER_FIELDS}
         final = write_checkpoint(
             self.run_dir / FINAL,
@@ -116,6 +132,7 @@ class CheckpointKeeper:
             self.catalogue,
             manifest,
             write_model=lambda path: write_keras(path, source.arrays, self.cfg.train_config()),
+            signing_key=self.signing_key,
         )
         log.info("final checkpoint: %s (round %d)", final, self._last)
         return final
@@ -145,8 +162,9 @@ class CheckpointKeeper:
                 write_keras(path, arrays, tcfg)
 
         folder = write_checkpoint(
-            self.run_dir / round_folder_name(server_round), arrays, self.catalogue, manifest, writer
-        )
+            self.run_dir / round_folder_name(server_round), arrays, self.catalogue, manifest,
+            writer, signing_key=self.signing_key,
+        )  # fmt: skip
         if self._last is None or server_round > self._last:
             point(self.run_dir, "latest", folder)
             self._last = server_round

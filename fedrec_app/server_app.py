@@ -1,7 +1,9 @@
 """Flower ServerApp (thin): set up the run, run the rounds (``strategy``), keep checkpoints.
 
 Runs on the SuperLink host with the SuperLink's working directory: ``checkpoint-dir`` must be an
-absolute path. Checkpoints go to ``<checkpoint-dir>/<run-id>/``.
+absolute path. Checkpoints go to ``<checkpoint-dir>/<run-id>/``, each signed with the
+federation's key ``signing-key`` (an absolute path too); a run without a usable key fails before
+the first round.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrec_app.app_logging import log_to_stderr
 from fedrec_app.config import ConfigError, RunConfig, parse_run_config
+from fedrec_app.errors import FedrecError
 
 log = logging.getLogger("fedrec_app.server_app")
 
@@ -31,6 +34,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:
     """The whole run; returns the ``final/`` checkpoint folder (None if no round finished)."""
     from fedrec_app.data.catalogue import read_catalogue_csv
     from fedrec_app.keeper import CheckpointKeeper, resume_point
+    from fedrec_app.signing import load_signing_key
     from fedrec_app.strategy import FederationLoop
     from fedrec_app.training import init_item_arrays
 
@@ -39,11 +43,21 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:
             f"run-config 'checkpoint-dir' must be an absolute path on the SuperLink host, "
             f"got {cfg.checkpoint_dir!r}"
         )
+    if not cfg.signing_key or not Path(cfg.signing_key).is_absolute():
+        raise ConfigError(
+            f"run-config 'signing-key' must be the absolute path of the federation's signing key "
+            f"on the SuperLink host (checkpoints are never written unsigned), "
+            f"got {cfg.signing_key!r}"
+        )
+    try:
+        signing_key = load_signing_key(Path(cfg.signing_key))
+    except FedrecError as exc:
+        raise ConfigError(f"run-config 'signing-key': {exc}") from None
     catalogue_path = cfg.catalogue_path()
     if catalogue_path is None:
         raise ConfigError("run-config 'catalogue' (or 'partition-set') must name the items.csv")
     catalogue = read_catalogue_csv(catalogue_path)
-    start = resume_point(cfg, catalogue)
+    start = resume_point(cfg, catalogue, signing_key.public_key())
     if start is None:
         shared = init_item_arrays(len(catalogue), cfg.train_config())
         users, first, history, state_key = None, 0, [], str(run_id)
@@ -57,6 +71,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:
         cfg=cfg,
         catalogue=catalogue,
         state_key=state_key,
+        signing_key=signing_key,
         history=history,
         resumed_from=start.source if start else "",
     )

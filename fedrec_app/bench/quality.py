@@ -131,14 +131,18 @@ def run_quality(
     from fedrec_app.config import parse_run_config
     from fedrec_app.data.partition import make_partitions
     from fedrec_app.model import configure_device
+    from fedrec_app.ops.certs import CertPaths, ensure_signing_key
 
     work_dir = Path(work_dir).resolve()
     partition_set = work_dir / "partitions" / f"{split}-random-{num_partitions}-seed{seed}"
     make_partitions(Path(data_dir), partition_set, num_partitions, split=split, seed=seed)
+    keys = CertPaths(work_dir / "certs")
+    ensure_signing_key(keys.out)  # the ServerApp signs every checkpoint
     overrides: dict[str, Any] = {
         **(run_config or {}),
         "partition-set": str(partition_set),
         "checkpoint-dir": str(work_dir / "checkpoints"),
+        "signing-key": str(keys.signing_key),
         "share-user-factors": True,
         "min-nodes": num_partitions,
         "seed": seed,

@@ -101,7 +101,8 @@ def run_training_bench(
                 log.info("starting %d warm trainers", num_nodes)
                 fed.start_trainers()
             log.info("%s: %d rounds of fedrec", app, rounds)
-            record = fed.run(APP_DIR, fedrec_config, timeout=timeout)
+            signed = {**fedrec_config, "signing-key": fed.certs.signing_key}
+            record = fed.run(APP_DIR, signed, timeout=timeout)
             final = work_dir / "checkpoints" / record["run-id"] / "final"
             history = read_checkpoint(final).manifest["history"]
             runs[app] = _run_figures(record, [float(e["seconds"]) for e in history])

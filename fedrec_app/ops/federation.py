@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrec_app.errors import FedrecError
-from fedrec_app.ops.certs import CertPaths, NodeKey, make_certs, make_node_keys
+from fedrec_app.ops.certs import (
+    CertPaths,
+    NodeKey,
+    ensure_signing_key,
+    make_certs,
+    make_node_keys,
+)
 from fedrec_app.ops.flower import (
     COMPLETED,
     ConfigValue,
@@ -214,6 +220,7 @@ class LocalFederation:
     def make_credentials(self) -> None:
         if not self.certs.ca_cert.exists():
             make_certs(self.certs.out, list(self.sans))
+        ensure_signing_key(self.certs.out)  # runs sign checkpoints with certs.signing_key
         missing = [n.name for n in self.nodes.values() if not n.key.private.exists()]
         if missing:
             make_node_keys(self.certs.out / "nodes", missing)

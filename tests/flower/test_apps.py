@@ -12,17 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from flower.direct_grid import DirectGrid
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from signing_keys import signing_key, signing_key_file
 
 from fedrec_app import protocol
-from fedrec_app.checkpoint import read_checkpoint, verify_checkpoint
+from fedrec_app.checkpoint import CheckpointError, read_checkpoint, verify_checkpoint
 from fedrec_app.client_app import app as client_app
 from fedrec_app.config import ConfigError, app_defaults, parse_run_config
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.data.partition import make_partitions
 from fedrec_app.node_state import load_state
 from fedrec_app.server_app import run
+from fedrec_app.signing import new_signing_key, sign
 from fedrec_app.strategy import FederationError
 from fedrec_app.training import init_item_arrays
 
@@ -45,6 +49,7 @@ def _run_config(partition_set: Path, ckpt: Path, **overrides: object) -> dict:
             "embedding-dim": 8,
             "rank-dim": 4,
             "checkpoint-dir": str(ckpt),
+            "signing-key": str(signing_key_file()),
             "catalogue": str(partition_set / "items.csv"),
             "node-wait-timeout": 1.0,
             "round-timeout": 30.0,
@@ -75,7 +80,8 @@ def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Pat
     ]  # fmt: skip
     assert (run_dir / "latest").resolve() == (run_dir / "round-0002").resolve()
     for folder in ("round-0001", "round-0002", "best", "final"):
-        manifest = verify_checkpoint(run_dir / folder)  # every file against its sha256
+        # signed by the federation's key; every file against its sha256
+        manifest = verify_checkpoint(run_dir / folder, signing_key().public_key())
         assert set(manifest["files"]) >= {"weights.npz", "items.csv"}
     ckpt = read_checkpoint(final)
     assert "model.keras" in ckpt.manifest["files"]
@@ -132,6 +138,14 @@ def test_resume_continues_rounds_history_and_node_state(
     with pytest.raises(ConfigError, match="num-server-rounds must be larger"):
         run(grid, parse_run_config({**config, "num-server-rounds": 1}), 45)
 
+    # A resume point signed by another key is refused before any round.
+    other = new_signing_key()
+    (source / "manifest.sig").write_bytes(sign(other, (source / "manifest.json").read_bytes()))
+    sent = len(grid.sent)
+    with pytest.raises(CheckpointError, match="signature does not verify"):
+        run(grid, parse_run_config(config), 49)
+    assert len(grid.sent) == sent
+
 
 def test_a_node_lost_mid_run_does_not_stop_the_run(partition_set: Path, tmp_path: Path) -> None:
     config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
@@ -151,6 +165,25 @@ def test_too_few_nodes_fails_with_a_clear_message(partition_set: Path, tmp_path:
     with pytest.raises(FederationError, match="fewer than min-nodes=3.*node-wait-timeout=1 s"):
         run(grid, parse_run_config(config), 47)
     assert not grid.sent
+
+
+def test_run_without_a_usable_signing_key_fails_before_any_round(
+    partition_set: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "absent.key"
+    not_ed25519 = tmp_path / "ec.key"
+    not_ed25519.write_bytes(
+        ec.generate_private_key(ec.SECP384R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )  # fmt: skip
+    for key, says in ((missing, "no such signing key"), (not_ed25519, "not an Ed25519")):
+        config = _run_config(partition_set, tmp_path / "ckpt", signing_key=str(key))
+        grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=50, run_config=config)
+        with pytest.raises(ConfigError, match=f"'signing-key': {key}: {says}"):
+            run(grid, parse_run_config(config), 50)
+        assert not grid.sent and not (tmp_path / "ckpt").exists()
 
 
 def test_relative_checkpoint_dir_is_refused(partition_set: Path) -> None:

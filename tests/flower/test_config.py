@@ -50,3 +50,15 @@ def test_missing_key_is_named(defaults: dict) -> None:
     with pytest.raises(ConfigError, match="missing key 'round-timeout'"):
         parse_run_config(defaults)
 
+
+
+def test_checkpoint_dir_needs_an_absolute_signing_key(defaults: dict) -> None:
+    with_dir = {**defaults, "checkpoint-dir": "/srv/ckpt"}
+    with pytest.raises(ConfigError, match="'signing-key': required with 'checkpoint-dir'"):
+        parse_run_config(with_dir)
+    with pytest.raises(ConfigError, match="'signing-key': must be an absolute path"):
+        parse_run_config({**with_dir, "signing-key": "certs/federation-signing.key"})
+    with pytest.raises(ConfigError, match="'signing-key': expected a string"):
+        parse_run_config({**with_dir, "signing-key": 1})
+    cfg = parse_run_config({**with_dir, "signing-key": "/srv/certs/federation-signing.key"})
+    assert cfg.signing_key == "/srv/certs/federation-signing.key"

@@ -17,6 +17,7 @@ from fedrec_app.checkpoint import read_checkpoint, verify_checkpoint
 from fedrec_app.data.partition import make_partitions
 from fedrec_app.ops.federation import LocalFederation
 from fedrec_app.ops.flower import COMPLETED
+from fedrec_app.signing import load_verify_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +42,7 @@ def fed(parts: Path, tmp_path_factory: pytest.TempPathFactory):
         yield federation
 
 
-def _config(parts: Path, ckpt: Path, **overrides: object) -> dict:
+def _config(fed: LocalFederation, parts: Path, ckpt: Path, **overrides: object) -> dict:
     config: dict = {
         "num-server-rounds": 2,
         "local-epochs": 1,
@@ -51,6 +52,7 @@ def _config(parts: Path, ckpt: Path, **overrides: object) -> dict:
         "node-wait-timeout": 30.0,
         "round-timeout": 120.0,
         "checkpoint-dir": ckpt,
+        "signing-key": fed.certs.signing_key,  # written by LocalFederation with the CA
         "catalogue": parts / "items.csv",
     }
     config.update({k.replace("_", "-"): v for k, v in overrides.items()})
@@ -60,11 +62,13 @@ def _config(parts: Path, ckpt: Path, **overrides: object) -> dict:
 def test_run_completes_and_checkpoint_matches_its_manifest(
     fed: LocalFederation, parts: Path, tmp_path: Path
 ) -> None:
-    record = fed.run(APP_DIR, _config(parts, tmp_path), timeout=400)
+    record = fed.run(APP_DIR, _config(fed, parts, tmp_path), timeout=400)
     assert record["status"] == COMPLETED
     run_dir = tmp_path / record["run-id"]
+    public = load_verify_key(fed.certs.signing_pub)
     for folder in ("round-0001", "round-0002", "latest", "best", "final"):
-        verify_checkpoint(run_dir / folder)  # raises on any file that differs from the manifest
+        # raises unless signed by the federation's key and every file matches the manifest
+        verify_checkpoint(run_dir / folder, public)
     final = read_checkpoint(run_dir / "final")
     assert set(final.manifest["files"]) == {"weights.npz", "items.csv", "model.keras"}
     assert not final.has_user_factors  # the default: user rows stay on the nodes
@@ -79,7 +83,7 @@ def test_too_few_nodes_fails_within_the_wait(
     fed: LocalFederation, parts: Path, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    config = _config(parts, tmp_path, min_nodes=3, node_wait_timeout=5.0)
+    config = _config(fed, parts, tmp_path, min_nodes=3, node_wait_timeout=5.0)
     record = fed.run(APP_DIR, config, timeout=120, check=False)
     assert record["status"] == "finished:failed"
     assert "fewer than min-nodes=3" in json.dumps(record) + fed.cli.log(record["run-id"])
@@ -89,7 +93,7 @@ def test_too_few_nodes_fails_within_the_wait(
 def test_a_run_resumed_after_a_superlink_restart_completes(
     fed: LocalFederation, parts: Path, tmp_path: Path
 ) -> None:
-    config = _config(parts, tmp_path, num_server_rounds=4)
+    config = _config(fed, parts, tmp_path, num_server_rounds=4)
     run_id = fed.submit(APP_DIR, config)
     latest = tmp_path / run_id / "latest"
     deadline = time.monotonic() + 300
@@ -111,7 +115,7 @@ def test_a_run_resumed_after_a_superlink_restart_completes(
 def test_killing_a_node_mid_run_still_finishes_with_the_other(
     fed: LocalFederation, parts: Path, tmp_path: Path
 ) -> None:
-    config = _config(parts, tmp_path, num_server_rounds=3, min_nodes=1)
+    config = _config(fed, parts, tmp_path, num_server_rounds=3, min_nodes=1)
     run_id = fed.submit(APP_DIR, config)
     deadline = time.monotonic() + 300
     while "round 1/3: 2 of 2 node(s) replied" not in fed.cli.log(run_id):
