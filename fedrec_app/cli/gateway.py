@@ -22,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a checkpoint folder (final/, latest, round-NNNN) or a run folder (serves its "
         "final/, else latest/)",
     )  # fmt: skip
+    parser.add_argument("--verify-key", type=Path, metavar="PUBFILE",
+                        help="the federation's public key (federation-signing.pub from `fedrec "
+                        "certs`): serve only checkpoints whose signature it verifies, at start "
+                        "and at every reload (required unless --allow-unsigned)")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="INSECURE: serve checkpoints without checking any signature "
+                        "(logged as a warning; for local experiments only)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with --cert/--key")
@@ -72,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"--min-rating {args.min_rating}: must be within 1-5")
     if args.watch_interval <= 0:
         raise FedrecError(f"--watch-interval {args.watch_interval}: must be positive")
+    if args.verify_key is None and not args.allow_unsigned:
+        raise FedrecError(
+            "--verify-key PUBFILE is required: the federation's federation-signing.pub (from "
+            "`fedrec certs`); only checkpoints it verifies are served. --allow-unsigned serves "
+            "unsigned checkpoints (insecure)"
+        )
+    if args.verify_key is not None and args.allow_unsigned:
+        raise FedrecError("--verify-key and --allow-unsigned exclude each other")
     for flag, value in (("--max-connections-per-client", args.max_connections_per_client),
                         ("--max-connections", args.max_connections),
                         ("--header-timeout", args.header_timeout)):  # fmt: skip
@@ -79,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             raise FedrecError(f"{flag} {value}: must be >= 0 (0 turns the limit off)")
     settings = GatewaySettings(
         checkpoint=args.checkpoint,
+        verify_key=args.verify_key,
+        allow_unsigned=args.allow_unsigned,
         min_rating=args.min_rating,
         api_keys=load_api_keys(args.api_key_file) if args.api_key_file else frozenset(),
         cors_origins=tuple(args.cors_origin),

@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> FastAPI:
     """The gateway app; loads (and verifies) the checkpoint now unless ``store`` is given."""
-    store = store or ModelStore(settings.checkpoint)
+    store = store or ModelStore(settings.checkpoint, settings.verify_key, settings.allow_unsigned)
     # With API keys on, the API description is not handed to whoever asks (404) unless opened.
     docs = not settings.api_keys or settings.open_docs
     app = FastAPI(

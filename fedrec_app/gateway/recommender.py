@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedrec_app import scoring
 from fedrec_app.checkpoint import Checkpoint, read_checkpoint
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 class UnknownIdsError(LookupError):
@@ -83,9 +86,10 @@ class Recommender:
         )
 
     @classmethod
-    def load(cls, folder: Path) -> Recommender:
-        """Verify (sha256, catalogue fingerprint) and load a checkpoint folder."""
-        return cls(read_checkpoint(folder))
+    def load(cls, folder: Path, verify_key: Ed25519PublicKey | None = None) -> Recommender:
+        """Verify (the signature by ``verify_key`` when given, sha256, catalogue fingerprint)
+        and load a checkpoint folder."""
+        return cls(read_checkpoint(folder, verify_key))
 
     # ------------------------------------------------------------------ lookups
     @property

@@ -12,6 +12,11 @@ class GatewaySettings:
 
     checkpoint: Path
     """A checkpoint folder, or a run folder (its ``final/``, else ``latest/``, is served)."""
+    verify_key: Path | None = None
+    """The federation's public key (federation-signing.pub): only checkpoints it verifies are
+    served, at start and at every reload. Required unless ``allow_unsigned``."""
+    allow_unsigned: bool = False
+    """Serve checkpoints without checking any signature (insecure; logged as a WARNING)."""
     min_rating: float = 2.0
     """Only items with at least this predicted rating are recommended."""
     api_keys: frozenset[str] = frozenset()

@@ -1,4 +1,9 @@
-"""The loaded model and its safe replacement: verify first, then swap atomically, else keep."""
+"""The loaded model and its safe replacement: verify first, then swap atomically, else keep.
+
+Verifying means the federation's signature (``verify_key``) over the manifest, then the sha256
+of every file: a forged checkpoint is refused at start (CheckpointError) and at reload (logged,
+counted; the old model keeps serving).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 from fedrec_app.checkpoint import MANIFEST, CheckpointError
 from fedrec_app.errors import FedrecError
 from fedrec_app.gateway.recommender import Recommender
+from fedrec_app.signing import load_verify_key
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +49,30 @@ def _signature(source: Path) -> tuple[str, int, int] | None:
 class ModelStore:
     """Holds the current :class:`Recommender`; reads of ``current`` never see a partial model."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(
+        self, source: Path, verify_key: Path | None = None, allow_unsigned: bool = False
+    ) -> None:
         self.source = Path(source)
+        if verify_key is None and not allow_unsigned:
+            raise FedrecError(
+                f"{self.source}: no verify key: give the federation's public key "
+                "(federation-signing.pub) to check checkpoint signatures, or allow unsigned "
+                "checkpoints explicitly (insecure)"
+            )
+        self.verify_key = load_verify_key(verify_key) if verify_key is not None else None
+        if self.verify_key is None:
+            log.warning(
+                "serving UNSIGNED checkpoints: no signature is checked (--allow-unsigned); "
+                "anyone who can write %s can change the answers",
+                self.source,
+            )
         self._lock = threading.Lock()
         self._signature = _signature(self.source)
-        self.current: Recommender = Recommender.load(resolve_checkpoint(self.source))
+        self.current: Recommender = Recommender.load(
+            resolve_checkpoint(self.source), self.verify_key
+        )
         self.reloads = {"ok": 0, "refused": 0}
+        self.last_refusal: str | None = None
         log.info("serving %s", describe(self.current))
 
     def reload(self, force: bool = False) -> bool:
@@ -62,10 +86,11 @@ class ModelStore:
                 return False  # unchanged, or mid-replacement (nothing there): look again later
             self._signature = signature
             try:
-                new = Recommender.load(resolve_checkpoint(self.source))
+                new = Recommender.load(resolve_checkpoint(self.source), self.verify_key)
             except Exception as exc:  # whatever is wrong with it, the new checkpoint is refused
                 self.reloads["refused"] += 1
                 reason = exc if isinstance(exc, FedrecError) else f"{type(exc).__name__}: {exc}"
+                self.last_refusal = str(reason)
                 log.error("reload refused: %s; still serving %s", reason, describe(self.current))
                 return False
             self.current = new

@@ -1,4 +1,8 @@
-"""Gateway fixtures: small checkpoints in the real format, and real gateway processes."""
+"""Gateway fixtures: small checkpoints in the real format, and real gateway processes.
+
+Checkpoints are signed with the test process's federation key (`signing_keys`) and gateways
+verify them with its public half, as in production.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from signing_keys import signing_key, verify_key_file
 
 from fedrec_app.checkpoint import write_checkpoint
 from fedrec_app.data.catalogue import GENRES, Catalogue
@@ -44,8 +50,11 @@ def make_checkpoint(
     user_factors: bool = True,
     round_: int = HISTORY_ROUNDS,
     run_id: str = "test-run",
+    signed: bool = True,
+    key: Ed25519PrivateKey | None = None,
 ) -> Path:
-    """Write a checkpoint with random arrays (user ids 1..num_users) via the real writer."""
+    """Write a checkpoint with random arrays (user ids 1..num_users) via the real writer,
+    signed with ``key`` (default: the test federation's key) unless not ``signed``."""
     rng = np.random.default_rng(seed)
     catalogue = small_catalogue(num_items)
 
@@ -79,7 +88,8 @@ def make_checkpoint(
         "history": history,
         "run_config": {},
     }
-    return write_checkpoint(folder, arrays, catalogue, manifest)
+    key = (key or signing_key()) if signed else None
+    return write_checkpoint(folder, arrays, catalogue, manifest, signing_key=key)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +130,12 @@ class Gateway:
 def start_gateway(
     checkpoint: Path, log_dir: Path, *args: str, tls_ca: Path | None = None
 ) -> Gateway:
-    """`fedrec gateway` in a subprocess on a free port; returns once /healthz answers."""
+    """`fedrec gateway` in a subprocess on a free port; returns once /healthz answers.
+
+    It verifies checkpoints with the test federation's key unless ``args`` name another
+    ``--verify-key`` or ``--allow-unsigned``."""
+    if "--verify-key" not in args and "--allow-unsigned" not in args:
+        args = ("--verify-key", str(verify_key_file()), *args)
     port = free_port()
     log = log_dir / f"gateway-{port}.log"
     scheme = "https" if tls_ca else "http"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import httpx
+from signing_keys import verify_key_file
 
 from fedrec_app.gateway.main import create_app
 from fedrec_app.gateway.recommender import Recommender
@@ -17,7 +18,7 @@ def test_unexpected_error_is_a_json_500(checkpoint_dir, monkeypatch, caplog) -> 
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(Recommender, "search", broken)
-    app = create_app(GatewaySettings(checkpoint=checkpoint_dir))
+    app = create_app(GatewaySettings(checkpoint=checkpoint_dir, verify_key=verify_key_file()))
 
     async def requests() -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import pytest
+from signing_keys import verify_key_file
 
 from fedrec_app.errors import FedrecError
 from fedrec_app.gateway.security import key_matches, load_api_keys
@@ -91,7 +92,8 @@ def test_cors_is_off_by_default_and_opt_in(checkpoint_dir, gateway_factory) -> N
 def test_cli_refuses_bad_arguments(checkpoint_dir, tmp_path, args, message) -> None:
     args = [a.format(tmp=tmp_path, ckpt=checkpoint_dir) for a in args]
     result = subprocess.run(
-        [sys.executable, "-m", "fedrec_app", "gateway", "--port", "1", *args],
+        [sys.executable, "-m", "fedrec_app", "gateway", "--port", "1",
+         "--verify-key", str(verify_key_file()), *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2

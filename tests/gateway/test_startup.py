@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from signing_keys import verify_key_file
+
 PROBE = """
 import json, sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from fedrec_app.cli import build_parser
 build_parser()  # imports every command module, as `fedrec gateway` does
 from fedrec_app.gateway.main import create_app
 from fedrec_app.gateway.settings import GatewaySettings
-create_app(GatewaySettings(checkpoint=Path(sys.argv[1])))
+create_app(GatewaySettings(checkpoint=Path(sys.argv[1]), verify_key=Path(sys.argv[2])))
 heavy = {"tensorflow", "keras", "flwr", "pandas", "ray", "grpc"}
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
@@ -21,7 +23,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 
 def test_gateway_imports_nothing_heavy(checkpoint_dir) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(checkpoint_dir)],
+        [sys.executable, "-c", PROBE, str(checkpoint_dir), str(verify_key_file())],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
