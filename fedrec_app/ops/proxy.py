@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,9 +158,10 @@ http {{
         return [binary, "-c", str(self.config_path), "-p", str(Path(self.folder).resolve()),
                 "-e", "stderr", "-g", "daemon off;"]
 
-    def check(self) -> None:
-        """`nginx -t` on the written config; raise with nginx's own words if it is refused."""
-        argv = [*self.argv()[:-2], "-t", "-q"]
+    def check(self, prefix: Sequence[str] = ()) -> None:
+        """`nginx -t` on the written config (run under `prefix`, e.g. `ip netns exec NS`: it
+        binds the address); raise with nginx's own words if it is refused."""
+        argv = [*prefix, *self.argv()[:-2], "-t", "-q"]
         result = subprocess.run(argv, capture_output=True, text=True, check=False,
                                 stdin=subprocess.DEVNULL)
         if result.returncode != 0:

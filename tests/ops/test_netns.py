@@ -8,38 +8,33 @@ stop every process before the namespaces are deleted, also when the test fails. 
 from __future__ import annotations
 
 import json
-import os
-import random
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from launch_helpers import processes_mentioning, wait_gone
+from launch_helpers import processes_mentioning
+from netns_helpers import (
+    REPO,
+    Namespaces,
+    NetnsCli,
+    Stack,
+    namespaces_up,
+    stack_in,
+    wait_superlink,
+)
 
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.data.layout import partition_dir_name
 from fedrec_app.data.partition import make_partitions
+from fedrec_app.ops.app_approval import app_hash, append_to_allowlist
 from fedrec_app.ops.certs import certificate_sans, make_certs, make_node_keys
 from fedrec_app.ops.federation import NODE_READY
-from fedrec_app.ops.flower import (
-    COMPLETED,
-    FlowerCliError,
-    FlwrCli,
-    SuperLinkCommand,
-    SuperNodeCommand,
-    flower_env,
-)
-from fedrec_app.ops.process import ManagedProcess
+from fedrec_app.ops.flower import COMPLETED, SuperLinkCommand, SuperNodeCommand
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-NETNS = REPO / "deploy" / "netns.sh"
 LINK_PORT, GATEWAY_PORT = 18443, 18080  # inside the namespaces: nothing else listens there
 CLIENT = """
 import json, sys, time, urllib.request
@@ -56,92 +51,18 @@ while True:
 """
 
 
-def _namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
-
-
-@dataclass(frozen=True)
-class Namespaces:
-    prefix: str
-    env: dict[str, str]
-
-    def name(self, role: str) -> str:
-        return f"{self.prefix}{role}"
-
-    def addr(self, role: str) -> str:
-        out = subprocess.run([str(NETNS), "addr", role], env=self.env, capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
-
-    def exec(self, role: str, argv: Sequence[str]) -> list[str]:
-        """`argv` run inside the role's namespace (`ip netns exec` execs: the pid is argv's)."""
-        return ["ip", "netns", "exec", self.name(role), *map(str, argv)]
-
-
-class NetnsCli(FlwrCli):
-    """The `flwr` CLI run inside a namespace."""
-
-    def __init__(self, home: Path, namespaces: Namespaces, role: str = "cli") -> None:
-        super().__init__(home)
-        self.prefix = ["ip", "netns", "exec", namespaces.name(role)]
-
-    def _exec(self, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess[str]:
-        return super()._exec([*self.prefix, *argv], timeout)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[Namespaces]:
     """Namespaces for link, cli, gw, sn1, sn2 on a private bridge; deleted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("the `ip` command (iproute2) is not installed")
-    rnd = random.Random(os.getpid())
-    prefix = f"fq{os.getpid() % 100000:05d}"  # <= 8 characters, unique per test process
-    env = {**os.environ, "FEDREC_NETNS_PREFIX": prefix,
-           "FEDREC_NETNS_SUBNET": f"10.{rnd.randint(160, 250)}.{rnd.randint(0, 255)}"}
-    probe = subprocess.run(["ip", "netns", "add", f"{prefix}probe"], capture_output=True,
-                           text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", f"{prefix}probe"], check=True)
-    try:
-        subprocess.run([str(NETNS), "up", "2"], env=env, check=True, capture_output=True,
-                       text=True)
-        yield Namespaces(prefix, env)
-    finally:
-        subprocess.run([str(NETNS), "down"], env=env, check=False)
-        left = [ns for ns in _namespaces() if ns.startswith(prefix)]
-        assert not left, f"namespaces left behind: {left}"
-
-
-@dataclass
-class Stack:
-    """Processes started by the test; stopped in reverse order by the fixture."""
-
-    work: Path
-    processes: list[ManagedProcess] = field(default_factory=list)
-
-    def start(self, name: str, argv: Sequence[str], home: Path) -> ManagedProcess:
-        home.mkdir(parents=True, exist_ok=True)
-        process = ManagedProcess(name, argv, flower_env(home), self.work / "logs" / f"{name}.log",
-                                 cwd=home)
-        self.processes.append(process)
-        return process.start()
+    with namespaces_up(2) as made:
+        yield made
 
 
 @pytest.fixture
 def stack(namespaces: Namespaces, tmp_path: Path) -> Iterator[Stack]:
     """Depends on `namespaces`, so its teardown (stop processes) runs before theirs."""
-    started = Stack(tmp_path)
-    try:
+    with stack_in(tmp_path) as started:
         yield started
-    finally:
-        for process in reversed(started.processes):
-            process.stop()
-        left = wait_gone(str(tmp_path), timeout=10)
-        assert not left, f"processes left behind: {left}"
 
 
 def test_federation_and_gateway_across_namespaces(
@@ -162,13 +83,15 @@ def test_federation_and_gateway_across_namespaces(
     superlink = stack.start("superlink", ns.exec("link", link.argv()), link_home)
     cli = NetnsCli(tmp_path / "cli", ns)
     cli.configure(f"{link_ip}:{LINK_PORT}", certs.ca_cert)
-    _wait_superlink(cli, superlink)
+    wait_superlink(cli, superlink)
     node_ids = {key.name: cli.register(key.public) for key in keys}
 
+    approved = tmp_path / "approved-apps.txt"  # the sites' admins approved this checkout
+    append_to_allowlist(approved, app_hash(REPO))
     for k, key in enumerate(keys):
         node = SuperNodeCommand(
             superlink=f"{link_ip}:{LINK_PORT}", runtime_port=9094, ca_cert=certs.ca_cert,
-            private_key=key.private, max_wait_time=60,
+            private_key=key.private, max_wait_time=60, approved_apps=approved,
             node_config={"data-path": set_dir / partition_dir_name(k),
                          "state-dir": tmp_path / "nodes" / key.name / "state"},
         )  # own namespace, own loopback: both may use Runtime API port 9094
@@ -199,16 +122,3 @@ def test_federation_and_gateway_across_namespaces(
     for rec in recs:
         assert rec["movie_title"] == catalogue.titles[catalogue.index_of(rec["movie_id"])]
     assert processes_mentioning(str(tmp_path))  # still running here; the fixture stops them
-
-
-def _wait_superlink(cli: NetnsCli, superlink: ManagedProcess, timeout: float = 90.0) -> None:
-    """Wait until the CLI (in its namespace) gets an answer from the SuperLink over TLS."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cli.nodes()
-            return
-        except FlowerCliError:
-            if not superlink.alive() or time.monotonic() > deadline:
-                raise
-        time.sleep(1.0)
