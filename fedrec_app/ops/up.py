@@ -189,7 +189,7 @@ class Launch:
         from fedrec_app.data.layout import partition_dir_name
         from fedrec_app.data.movielens import download
         from fedrec_app.data.partition import make_partitions
-        from fedrec_app.ops.certs import make_certs, make_node_keys
+        from fedrec_app.ops.certs import ensure_signing_key, make_certs, make_node_keys
         from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
         from fedrec_app.ops.trainer import TRAINER_LISTENING
 
@@ -237,6 +237,9 @@ class Launch:
                 self.say("      reusing the existing CA and server certificate")
             else:
                 make_certs(fed.certs.out, [opt.host])
+            new_key = ensure_signing_key(fed.certs.out)  # the ServerApp signs every checkpoint
+            self.say(f"      checkpoint-signing key {fed.certs.signing_key} "
+                     f"({'new' if new_key else 'reused'}); the gateway verifies with its .pub")
         with self.progress.step("keys", f"{opt.nodes} SuperNode key pairs (ECDSA P-384)"):
             missing = [n for n, node in fed.nodes.items() if not node.key.private.exists()]
             if missing:
@@ -264,6 +267,7 @@ class Launch:
             "local-epochs": opt.local_epochs,
             "min-nodes": opt.nodes,
             "checkpoint-dir": checkpoints,
+            "signing-key": fed.certs.signing_key,
             "partition-set": set_dir,
             "share-user-factors": True,  # so that the gateway answers by user_id
             **opt.run_config,
@@ -350,8 +354,10 @@ class Launch:
         from fedrec_app.ops.process import ManagedProcess
 
         opt = self.options
+        assert self.federation is not None
         argv = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(checkpoint),
-                "--host", opt.host, "--port", str(opt.port)]
+                "--host", opt.host, "--port", str(opt.port),
+                "--verify-key", str(self.federation.certs.signing_pub)]
         self.gateway = ManagedProcess("gateway", argv, os.environ, self.work / "logs" /
                                       "gateway.log").start()
         self.gateway.wait_https_ready(f"{self.url}/readyz", None, 60.0)
