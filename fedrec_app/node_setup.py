@@ -1,5 +1,13 @@
 """Where a node's partition and state live, and how a node refuses a message.
 
+The state dir (user rows between rounds, the warm trainer's socket and key) is node-config
+``state-dir``, created 0700 when missing and refused (``bad-node-config``, naming the folder)
+when another user owns it or could write into it or swap it (``fedrec_app.private_dir``).
+Without one (a deployment node-config that omits it, and every simulated node) it is a private
+folder (0700, checked) under this user's ``$XDG_STATE_HOME/fedrec`` or
+``~/.local/state/fedrec``: ``node-<node-id>``, or ``sim-<partition-set>-<partition-id>``. Never
+the shared temp dir, where another user could plant a folder or a socket first.
+
 Kept free of pandas and TensorFlow: the per-message ClientApp process imports it, and with a warm
 trainer running that is all it imports besides Flower.
 """
@@ -7,13 +15,13 @@ trainer running that is all it imports besides Flower.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedrec_app.config import RunConfig
 from fedrec_app.data.layout import partition_dir_name
+from fedrec_app.private_dir import UnsafeFolderError, default_state_base, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +56,37 @@ class NodeSetup:
 
 def node_setup(node_config: Mapping[str, object], run_cfg: RunConfig, node_id: int) -> NodeSetup:
     """Deployment: ``data-path`` + ``state-dir`` from node-config. Simulation: ``partition-id``
-    over run-config ``partition-set``, state in the temp folder."""
+    over run-config ``partition-set``. The state dir is created or checked (see the module's
+    docstring); the returned one is resolved."""
     device = {
         "gpu_index": _optional_int(node_config, "gpu-index"),
         "threads": _optional_int(node_config, "threads", minimum=1),
     }
     data_path = node_config.get("data-path")
+    given = node_config.get("state-dir")
     if data_path:
-        partition_dir = Path(str(data_path))
-        state_dir = node_config.get("state-dir")
-        if not state_dir:
-            state_dir = Path(tempfile.gettempdir()) / "fedrec-node-state" / f"node-{node_id}"
+        state_dir = _state_dir(given, f"node-{node_id}")
+        if not given:
             log.warning("node-config has no state-dir: keeping user rows in %s", state_dir)
-        return NodeSetup(partition_dir, Path(str(state_dir)), **device)
+        return NodeSetup(Path(str(data_path)), state_dir, **device)
     if "partition-id" in node_config and run_cfg.partition_set:
         index = int(node_config["partition-id"])  # type: ignore[call-overload]
         set_dir = Path(run_cfg.partition_set)
-        state_dir = node_config.get("state-dir") or (
-            Path(tempfile.gettempdir()) / "fedrec-node-state" / f"sim-{set_dir.name}-{index}"
-        )
-        return NodeSetup(set_dir / partition_dir_name(index), Path(str(state_dir)), **device)
+        state_dir = _state_dir(given, f"sim-{set_dir.name}-{index}")
+        return NodeSetup(set_dir / partition_dir_name(index), state_dir, **device)
     raise NodeFailure("no-partition", f"node-config {sorted(node_config)} names no data-path")
+
+
+def _state_dir(given: object, default_name: str) -> Path:
+    """Node-config's ``state-dir`` if given, else ``default_name`` in this user's private base;
+    created 0700 when missing, refused when not safe."""
+    try:
+        if given:
+            return ensure_dir(Path(str(given)))
+        base = ensure_dir(default_state_base(), private=True)
+        return ensure_dir(base / default_name, private=True)
+    except UnsafeFolderError as exc:
+        raise NodeFailure("bad-node-config", f"state-dir: {exc}") from exc
 
 
 def _optional_int(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_deployment_node_config_names_partition_state_and_device(tmp_path: Path)
     config = {"data-path": str(tmp_path / "p0"), "state-dir": str(tmp_path / "s"),
               "gpu-index": -1, "threads": 2}  # fmt: skip
     assert node_setup(config, RUN_CONFIG, 7) == NodeSetup(tmp_path / "p0", tmp_path / "s", -1, 2)
-    plain = node_setup({"data-path": "/d", "state-dir": "/s"}, RUN_CONFIG, 7)
+    plain = node_setup({"data-path": "/d", "state-dir": str(tmp_path / "s")}, RUN_CONFIG, 7)
     assert (plain.gpu_index, plain.threads) == (None, None)
 
 
@@ -64,3 +65,30 @@ def test_trainer_group_command_pairs_each_state_dir_with_its_data(tmp_path: Path
 def test_trainer_group_command_refuses(configs: list[dict], problem: str) -> None:
     with pytest.raises(FedrecError, match=problem):
         TrainerGroupCommand.for_nodes(configs)
+
+
+def test_a_missing_state_dir_is_created_private_and_an_open_one_refused(tmp_path: Path) -> None:
+    made = node_setup({"data-path": "/d", "state-dir": str(tmp_path / "new" / "s")}, RUN_CONFIG, 7)
+    for folder in (made.state_dir, made.state_dir.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    (tmp_path / "open").mkdir(mode=0o700)
+    (tmp_path / "open").chmod(0o770)
+    with pytest.raises(NodeFailure, match=f"bad-node-config: state-dir: {tmp_path / 'open'} is "
+                       "writable by group or others"):  # fmt: skip
+        node_setup({"data-path": "/d", "state-dir": str(tmp_path / "open")}, RUN_CONFIG, 7)
+
+
+def test_without_state_dir_the_node_uses_its_users_private_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    setup = node_setup({"data-path": "/d"}, RUN_CONFIG, 7)
+    assert setup.state_dir == tmp_path / "xdg" / "fedrec" / "node-7"
+    assert stat.S_IMODE(setup.state_dir.stat().st_mode) == 0o700
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")  # the XDG spec: absolute only
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    setup = node_setup({"data-path": "/d"}, RUN_CONFIG, 8)
+    assert setup.state_dir == tmp_path / "home" / ".local" / "state" / "fedrec" / "node-8"
+    (setup.state_dir.parent / "node-9").mkdir(mode=0o755)  # private means 0700, nothing less
+    with pytest.raises(NodeFailure, match="node-9 has mode 755; it must be private"):
+        node_setup({"data-path": "/d"}, RUN_CONFIG, 9)
