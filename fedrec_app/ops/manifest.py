@@ -69,6 +69,7 @@ class GatewaySpec:
     cert: Path | None
     key: Path | None
     api_key_file: Path | None
+    verify_key: Path  # federation-signing.pub: only checkpoints the federation signed are served
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ class Manifest:
                 self._covers("gateway.host", gw.host, gw.cert)
             if gw.api_key_file is not None:
                 self._readable("gateway.api-key-file", gw.api_key_file, private=True)
+            from fedrec_app.signing import load_verify_key
+
+            self._readable("gateway.verify-key", gw.verify_key)
+            try:
+                load_verify_key(gw.verify_key)
+            except FedrecError as exc:
+                raise ManifestError(f"{self.path}: gateway.verify-key: {exc}") from None
         else:
             raise ManifestError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
@@ -312,6 +320,7 @@ def load_manifest(path: Path) -> Manifest:
             cert=gw.path("cert") if tls else gw.path("cert", None),
             key=gw.path("key") if tls else gw.path("key", None),
             api_key_file=gw.path("api-key-file", None),
+            verify_key=gw.path("verify-key"),
         )
         gw.done()
     top.done()

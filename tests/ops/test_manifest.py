@@ -36,7 +36,8 @@ BASE = {
          "state-dir": "state/site2", "superlink": "10.77.0.1:9093", "runtime-port": 9095},
     ],
     "gateway": {"host": "10.77.0.6", "port": 8443, "checkpoint": "ckpt/final",
-                "cert": "certs/gateway.pem", "key": "certs/gateway.key"},
+                "cert": "certs/gateway.pem", "key": "certs/gateway.key",
+                "verify-key": "certs/federation-signing.pub"},
 }
 
 
@@ -100,6 +101,9 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     gateway = launch_for(manifest, "gateway").argv
     assert gateway[gateway.index("--checkpoint") + 1] == str(site / "ckpt" / "final")
     assert "--tls" in gateway
+    assert gateway[gateway.index("--verify-key") + 1] == str(
+        site / "certs" / "federation-signing.pub")
+    assert "--allow-unsigned" not in gateway
 
 
 @pytest.mark.parametrize(
@@ -113,6 +117,7 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
         ({"supernodes.1.name": "site1"}, r"supernodes\[1\]\.name: 'site1' appears twice"),
         ({"supernodes.0.gpu": True}, r"supernodes\[0\]\.gpu: must be int"),
         ({"gateway.tls": "yes"}, r"gateway\.tls: must be bool"),
+        ({"gateway.verify-key": None}, r"gateway\.verify-key: missing"),
     ],
 )
 def test_structural_errors_name_the_field(site: Path, changes: dict, field: str) -> None:
@@ -133,6 +138,10 @@ def test_structural_errors_name_the_field(site: Path, changes: dict, field: str)
         ({"supernodes.1.superlink": "link.example:9093"}, "superlink", None,
          r"supernodes\[1\]\.superlink: link\.example is not covered"),
         ({"gateway.host": "10.77.0.7"}, "gateway", None, r"gateway\.host: 10\.77\.0\.7 is not"),
+        ({"gateway.verify-key": "certs/none.pub"}, "gateway", None,
+         r"gateway\.verify-key: cannot read .*none\.pub"),
+        ({"gateway.verify-key": "certs/ca.crt"}, "gateway", None,  # a certificate, not the key
+         r"gateway\.verify-key: .*ca\.crt: not a PEM public key"),
         ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
          r"supernodes\[0\]\.data-path: .* is not a folder"),
     ],
