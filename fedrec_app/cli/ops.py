@@ -47,12 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy = subparsers.add_parser(
         "deploy",
         help="start one role of deploy/federation.yaml on this host",
-        description="superlink | supernode NAME | trainer NAME | gateway: check the manifest "
-        "and the files this role needs, then replace this process with the role's (TLS, "
-        "SuperNode auth, state database always). register: register every SuperNode's public key.",
+        description="superlink | proxy | supernode NAME | trainer NAME | gateway: check the "
+        "manifest and the files this role needs, then replace this process with the role's (TLS, "
+        "SuperNode auth, state database always; the SuperLink on loopback behind its Fleet "
+        "proxy). register: register every SuperNode's public key (on the SuperLink host).",
     )
     deploy.add_argument(
-        "role", choices=("superlink", "supernode", "trainer", "register", "gateway")
+        "role", choices=("superlink", "proxy", "supernode", "trainer", "register", "gateway")
     )
     deploy.add_argument("name", nargs="?", help="the SuperNode's name (roles supernode, trainer)")
     deploy.add_argument("-c", "--config", type=Path, default=Path("deploy/federation.yaml"),
@@ -62,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--no-trainer", action="store_true",
                         help="supernode: do not start the node's warm trainer in the background "
                         "(its own unit or `deploy trainer NAME` runs it)")  # fmt: skip
+    deploy.add_argument("--no-proxy", action="store_true",
+                        help="superlink: do not start its Fleet proxy in the background (its own "
+                        "unit or `deploy proxy` runs it)")
     deploy.set_defaults(func=_deploy)
 
 
@@ -105,11 +109,13 @@ def _deploy(args: argparse.Namespace) -> int:
 
     from fedrec_app.errors import FedrecError
     from fedrec_app.ops.deploy import (
+        PROXY_LOG,
         TRAINER_LOG,
         exec_launch,
         launch_for,
         register_nodes,
         start_in_background,
+        write_proxy_config,
     )
     from fedrec_app.ops.manifest import load_manifest
 
@@ -127,20 +133,30 @@ def _deploy(args: argparse.Namespace) -> int:
         return 0
     if args.no_trainer and args.role != "supernode":
         raise FedrecError("--no-trainer applies to deploy supernode only")
+    if args.no_proxy and args.role != "superlink":
+        raise FedrecError("--no-proxy applies to deploy superlink only")
     launch = launch_for(manifest, args.role, args.name)
     trainer = None
     if args.role == "supernode" and not args.no_trainer:
         trainer = launch_for(manifest, "trainer", args.name)
+    proxy = None
+    if args.role == "superlink" and not args.no_proxy:
+        proxy = launch_for(manifest, "proxy")
     if args.dry_run:
         flwr_env = {k: v for k, v in launch.env.items() if k.startswith("FLWR_")}
         print(f"cd {shlex.quote(str(launch.cwd))}")
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(flwr_env.items())),
               shlex.join(launch.argv))
-        if trainer is not None:
-            print(f"# in the background, logging to {trainer.cwd / TRAINER_LOG}:")
-            print(shlex.join(trainer.argv))
+        for background, log_name in ((trainer, TRAINER_LOG), (proxy, PROXY_LOG)):
+            if background is not None:
+                print(f"# in the background, logging to {background.cwd / log_name}:")
+                print(shlex.join(background.argv))
         return 0
+    if args.role == "proxy" or proxy is not None:
+        write_proxy_config(manifest)
     if trainer is not None:
         start_in_background(trainer, trainer.cwd / TRAINER_LOG)
+    if proxy is not None:
+        start_in_background(proxy, proxy.cwd / PROXY_LOG)
     exec_launch(launch)
     return 0  # not reached: exec replaced this process

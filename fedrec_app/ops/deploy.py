@@ -1,9 +1,10 @@
 """`fedrec deploy ROLE`: start one role of a manifest's federation on this host.
 
-`superlink`, `supernode NAME`, `trainer NAME` (the node's warm trainer) and `gateway` replace
-this process (exec) with the role's process, so a supervisor (systemd) manages it directly;
-`supernode NAME` first starts the node's trainer in the background unless told not to (the
-systemd units run it as a unit of its own). `register` registers every node key.
+`superlink`, `proxy` (the SuperLink's Fleet proxy), `supernode NAME`, `trainer NAME` (the node's
+warm trainer) and `gateway` replace this process (exec) with the role's process, so a supervisor
+(systemd) manages it directly; `superlink` first starts its proxy, and `supernode NAME` its
+trainer, in the background unless told not to (the systemd units run each as a unit of its own).
+`register` registers every node key, from the SuperLink host (the Control API is on its loopback).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from fedrec_app.ops.flower import (
     SuperLinkCommand,
     SuperNodeCommand,
     flower_env,
-    host_port,
 )
 from fedrec_app.ops.manifest import Manifest
+from fedrec_app.ops.proxy import ProxyCommand
 from fedrec_app.ops.trainer import TrainerCommand
 
 log = logging.getLogger(__name__)
 
 ALREADY_REGISTERED = "Public key already in use"
 TRAINER_LOG = "trainer.log"  # in the node's state dir, when `deploy supernode` starts the trainer
+PROXY_LOG = "proxy.log"  # in the proxy's folder, when `deploy superlink` starts the proxy
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ class Launch:
 
 def superlink_launch(manifest: Manifest) -> Launch:
     link = manifest.superlink
-    cmd = SuperLinkCommand(
-        host=link.bind, port=link.port, database=link.database, ca_cert=link.ca_cert,
+    cmd = SuperLinkCommand(  # loopback only: the network reaches the Fleet proxy, nothing else
+        host="127.0.0.1", port=link.control_port, database=link.database, ca_cert=link.ca_cert,
         server_cert=link.server_cert, server_key=link.server_key, log_file=link.log_file,
     )
     # the ServerApp runs with the SuperLink's cwd: keep it in the SuperLink's state folder
@@ -53,12 +55,36 @@ def superlink_launch(manifest: Manifest) -> Launch:
     return Launch(cmd.argv(), flower_env(link.home), link.home, folders)
 
 
+def proxy_command(manifest: Manifest) -> ProxyCommand:
+    link = manifest.superlink
+    return ProxyCommand(
+        host=link.bind, port=link.port, upstream_port=link.control_port,
+        server_cert=link.server_cert, server_key=link.server_key, ca_cert=link.ca_cert,
+        folder=link.proxy_dir,
+    )
+
+
+def proxy_launch(manifest: Manifest) -> Launch:
+    """nginx on the manifest's proxy config (`write_proxy_config` writes it)."""
+    proxy = proxy_command(manifest)
+    return Launch(proxy.argv(), dict(os.environ), manifest.superlink.proxy_dir,
+                  (manifest.superlink.proxy_dir,))
+
+
+def write_proxy_config(manifest: Manifest) -> Path:
+    """Write the proxy's nginx config from the manifest and have nginx check it."""
+    proxy = proxy_command(manifest)
+    path = proxy.write()
+    proxy.check()
+    return path
+
+
 def supernode_launch(manifest: Manifest, name: str) -> Launch:
     node = manifest.node(name)
     cmd = SuperNodeCommand(
         superlink=node.superlink, runtime_port=node.runtime_port, ca_cert=node.ca_cert,
         private_key=node.private_key, node_config=node.node_config,
-        max_wait_time=node.max_wait_time,
+        max_wait_time=node.max_wait_time, approved_apps=node.approved_apps,
     )
     return Launch(cmd.argv(), flower_env(node.home), node.state_dir, (node.state_dir, node.home))
 
@@ -86,6 +112,8 @@ def launch_for(manifest: Manifest, role: str, name: str | None = None) -> Launch
     manifest.check(role, name)
     if role == "superlink":
         return superlink_launch(manifest)
+    if role == "proxy":
+        return proxy_launch(manifest)
     if role in ("supernode", "trainer"):
         assert name is not None
         return (supernode_launch if role == "supernode" else trainer_launch)(manifest, name)
@@ -121,7 +149,7 @@ def register_nodes(manifest: Manifest) -> dict[str, str]:
     manifest.check("register")
     link = manifest.superlink
     cli = FlwrCli(manifest.cli_home)
-    cli.configure(host_port(link.address, link.port), link.ca_cert)
+    cli.configure(link.control_address, link.ca_cert)
     result: dict[str, str] = {}
     for node in manifest.supernodes:
         try:

@@ -19,7 +19,7 @@ import yaml
 
 from fedrec_app.errors import FedrecError
 
-ROLES = ("superlink", "supernode", "register", "gateway")
+ROLES = ("superlink", "proxy", "supernode", "register", "gateway")
 
 
 class ManifestError(FedrecError):
@@ -28,15 +28,24 @@ class ManifestError(FedrecError):
 
 @dataclass(frozen=True)
 class SuperLinkSpec:
+    """`address`/`port`/`bind`: the Fleet proxy on the lab network (what SuperNodes dial);
+    `control_port`: the SuperLink itself, on the host's loopback only (the operator's)."""
+
     address: str
     port: int
     bind: str
+    control_port: int
     ca_cert: Path
     server_cert: Path
     server_key: Path
     database: Path
     home: Path
     log_file: Path | None
+    proxy_dir: Path
+
+    @property
+    def control_address(self) -> str:
+        return f"127.0.0.1:{self.control_port}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class SuperNodeSpec:
     gpu: int
     runtime_port: int
     max_wait_time: float
+    approved_apps: Path
 
     @property
     def node_config(self) -> dict[str, str | int]:
@@ -90,14 +100,19 @@ class Manifest:
     def check(self, role: str, name: str | None = None) -> None:
         """Check the files and addresses `role` needs on this host; raise naming the field."""
         link = self.superlink
-        if role == "superlink":
+        if role in ("superlink", "proxy"):
+            if link.control_port == link.port:
+                raise ManifestError(f"{self.path}: superlink.control-port: {link.control_port} "
+                                    "is also superlink.port (the proxy's); choose another")
             for field_name, path in (("ca-cert", link.ca_cert), ("server-cert", link.server_cert),
                                      ("server-key", link.server_key)):
                 self._readable(f"superlink.{field_name}", path)
             self._covers("superlink.address", link.address, link.server_cert)
-            if link.bind in ("0.0.0.0", "::"):  # the SuperLink's own SuperExec dials loopback
-                self._covers("superlink.bind", "127.0.0.1", link.server_cert)
-            elif link.bind != link.address:
+            # the SuperLink listens on loopback: its SuperExec and the operator dial 127.0.0.1,
+            # and the proxy checks the certificate by the name localhost
+            self._covers("superlink.control-port", "127.0.0.1", link.server_cert)
+            self._covers("superlink.control-port", "localhost", link.server_cert)
+            if link.bind not in ("0.0.0.0", "::", link.address):
                 self._covers("superlink.bind", link.bind, link.server_cert)
             for i, node in enumerate(self.supernodes):
                 self._covers(f"supernodes[{i}].superlink", _host(node.superlink),
@@ -112,6 +127,14 @@ class Manifest:
             if not node.data_path.is_dir():
                 raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {node.data_path} "
                                     "is not a folder on this host")
+            if role == "supernode":
+                from fedrec_app.ops.app_approval import ApprovalError, read_allowlist
+
+                try:
+                    read_allowlist(node.approved_apps)
+                except ApprovalError as exc:
+                    raise ManifestError(f"{self.path}: supernodes[{i}].approved-apps: {exc} "
+                                        "(see deploy/README.md, Approve the app)") from None
         elif role == "register":
             self._readable("superlink.ca-cert", link.ca_cert)
             for i, node in enumerate(self.supernodes):
@@ -271,12 +294,14 @@ def load_manifest(path: Path) -> Manifest:
         address=address,
         port=port,
         bind=sl.get("bind", str, address, check=_address),
+        control_port=sl.get("control-port", int, 9092, check=_port),
         ca_cert=sl.path("ca-cert"),
         server_cert=sl.path("server-cert"),
         server_key=sl.path("server-key"),
         database=database,
         home=sl.path("flwr-home", database.parent),
         log_file=sl.path("log-file", None),
+        proxy_dir=sl.path("proxy-dir", database.parent / "proxy"),
     )
     sl.done()
     dial = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -304,6 +329,7 @@ def load_manifest(path: Path) -> Manifest:
             runtime_port=nd.get("runtime-port", int, 9094, check=_port),
             max_wait_time=float(nd.get("max-wait-time", (int, float), 600,
                                        check=lambda v: None if v > 0 else "must be > 0")),
+            approved_apps=nd.path("approved-apps", state_dir / "approved-apps.txt"),
         ))
         nd.done()
 

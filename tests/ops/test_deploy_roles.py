@@ -12,6 +12,7 @@ import pytest
 import yaml
 from launch_helpers import wait_for_output
 
+from fedrec_app.ops.app_approval import app_hash, append_to_allowlist
 from fedrec_app.ops.certs import make_certs, make_node_keys
 from fedrec_app.ops.federation import NODE_READY, NOOP_APP_DIR, free_port
 from fedrec_app.ops.flower import COMPLETED, FlwrCli
@@ -31,14 +32,17 @@ def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
     nodes = []
     for i, name in enumerate(("site1", "site2")):
         (tmp_path / "data" / name).mkdir(parents=True)
+        append_to_allowlist(tmp_path / "approved" / f"{name}.txt", app_hash(NOOP_APP_DIR))
         nodes.append({"name": name, "private-key": f"certs/nodes/{name}",
                       "data-path": f"data/{name}", "state-dir": f"state/{name}",
-                      "runtime-port": free_port(), "max-wait-time": 60 + i})
+                      "runtime-port": free_port(), "max-wait-time": 60 + i,
+                      "approved-apps": f"approved/{name}.txt"})
     config = tmp_path / "deploy" / "federation.yaml"
     config.parent.mkdir()
     config.write_text(yaml.safe_dump({
         "root": "..",
-        "superlink": {"address": "127.0.0.1", "port": free_port(), "ca-cert": "certs/ca.crt",
+        "superlink": {"address": "127.0.0.1", "port": free_port(), "control-port": free_port(),
+                      "ca-cert": "certs/ca.crt",
                       "server-cert": "certs/server.pem", "server-key": "certs/server.key",
                       "database": "state/superlink/state.db",
                       "log-file": "state/superlink/superlink.log"},
@@ -51,7 +55,7 @@ def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
                             logs / "superlink.log")]
     try:
         procs[0].start().wait_https_ready(
-            f"https://127.0.0.1:{manifest.superlink.port}/health",
+            f"https://{manifest.superlink.control_address}/health",
             manifest.superlink.ca_cert, timeout=90)
         for expected in ("[0-9]+", "already registered"):
             result = subprocess.run(_deploy("register", "-c", str(config)), capture_output=True,
@@ -65,6 +69,9 @@ def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
         for proc in procs[1:]:
             proc.wait_for_log(NODE_READY, timeout=90)
         assert (tmp_path / "state" / "superlink" / "state.db").is_file()
+        # the nodes came in through the Fleet proxy `deploy superlink` started beside it
+        access = (tmp_path / "state" / "superlink" / "proxy" / "access.log").read_text()
+        assert "POST /v1/fleet/activate-node" in access, access[-2000:]
         for name in ("site1", "site2"):  # each node's trainer started: its data dir is empty
             trainer_log = tmp_path / "state" / name / "trainer.log"
             wait_for_output(trainer_log, "bad-partition", 60)

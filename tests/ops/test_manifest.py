@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedrec_app.ops.app_approval import append_to_allowlist
 from fedrec_app.ops.certs import issue_server_cert, make_certs, make_node_keys
-from fedrec_app.ops.deploy import launch_for
+from fedrec_app.ops.deploy import launch_for, proxy_command
 from fedrec_app.ops.manifest import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,9 +32,10 @@ BASE = {
     "cli-home": "state/cli",
     "supernodes": [
         {"name": "site1", "private-key": "certs/nodes/site1", "data-path": "data/p0",
-         "state-dir": "state/site1", "gpu": 0},
+         "state-dir": "state/site1", "gpu": 0, "approved-apps": "approved/site1.txt"},
         {"name": "site2", "private-key": "certs/nodes/site2", "data-path": "data/p1",
-         "state-dir": "state/site2", "superlink": "10.77.0.1:9093", "runtime-port": 9095},
+         "state-dir": "state/site2", "superlink": "10.77.0.1:9093", "runtime-port": 9095,
+         "approved-apps": "approved/site2.txt"},
     ],
     "gateway": {"host": "10.77.0.6", "port": 8443, "checkpoint": "ckpt/final",
                 "cert": "certs/gateway.pem", "key": "certs/gateway.key",
@@ -49,6 +51,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_node_keys(root / "certs" / "nodes", ["site1", "site2"])
     for part in ("p0", "p1"):
         (root / "data" / part).mkdir(parents=True)
+    for name in ("site1", "site2"):
+        append_to_allowlist(root / "approved" / f"{name}.txt", "a" * 64)
     return root
 
 
@@ -80,7 +84,13 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert {"--enable-supernode-auth", "--disable-runtime-dependency-installation"} <= set(argv)
     assert argv[argv.index("--ssl-certfile") + 1] == str(site / "certs" / "server.pem")
     assert argv[argv.index("--database") + 1] == str(site / "state" / "link" / "state.db")
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    # the SuperLink on loopback; the lab address is the Fleet proxy's
+    assert (argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]) == ("127.0.0.1", "9092")
+    proxy = launch_for(manifest, "proxy")
+    assert proxy.argv[proxy.argv.index("-c") + 1] == str(site / "state" / "link" / "proxy"
+                                                         / "nginx.conf")
+    config = proxy_command(manifest).config()
+    assert "listen 0.0.0.0:9093 ssl;" in config and "server 127.0.0.1:9092;" in config
     assert link.env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
     assert link.env["FLWR_TELEMETRY_ENABLED"] == "0"
     assert link.env["FLWR_HOME"] == str(site / "state" / "link")
@@ -95,6 +105,7 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert argv[argv.index("--node-config") + 1] == (
         f"data-path='{site / 'data' / 'p0'}' state-dir='{site / 'state' / 'site1'}' gpu-index=0")
     assert "--runtime-port" not in argv and argv[argv.index("--port") + 1] == "9094"
+    assert argv[argv.index("--approved-apps") + 1] == str(site / "approved" / "site1.txt")
     argv2 = launch_for(manifest, "supernode", "site2").argv
     assert argv2[argv2.index("--port") + 1] == "9095"
 
@@ -144,6 +155,10 @@ def test_structural_errors_name_the_field(site: Path, changes: dict, field: str)
          r"gateway\.verify-key: .*ca\.crt: not a PEM public key"),
         ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
          r"supernodes\[0\]\.data-path: .* is not a folder"),
+        ({"supernodes.0.approved-apps": "approved/none.txt"}, "supernode", "site1",
+         r"supernodes\[0\]\.approved-apps: .*none\.txt: cannot read the allowlist"),
+        ({"supernodes.0.approved-apps": None}, "supernode", "site1",  # default: in state-dir
+         r"supernodes\[0\]\.approved-apps: .*state/site1/approved-apps\.txt: cannot read"),
     ],
 )
 def test_host_checks_name_the_field(site: Path, changes: dict, role: str, name: str | None,
@@ -181,8 +196,9 @@ def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     assert alone.stdout.strip().splitlines() == [cd_line, command]
     words = shlex.split(command)
     assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
-    assert words[words.index("--superlink") - 3:words.index("--superlink")] == [
-        sys.executable, "-m", "fedrec_app.ops.supernode_main"]
+    assert words[words.index("--superlink") - 5:words.index("--superlink")] == [
+        sys.executable, "-m", "fedrec_app.ops.supernode_main",
+        "--approved-apps", str(site / "approved" / "site2.txt")]
     result = _fedrec("deploy", "trainer", "site2", "-c", str(config), "--dry-run")
     assert result.returncode == 0, result.stderr
     words = shlex.split(result.stdout.strip().splitlines()[1])
@@ -206,14 +222,15 @@ def test_example_manifest_loads(tmp_path: Path) -> None:
 def test_systemd_units_restart_after_at_least_70_seconds() -> None:
     units = sorted((REPO / "deploy" / "systemd").glob("*.service"))
     assert {u.name for u in units} >= {"fedrec-superlink.service", "fedrec-supernode@.service",
-                                       "fedrec-trainer@.service", "fedrec-gateway.service"}
+                                       "fedrec-trainer@.service", "fedrec-gateway.service",
+                                       "fedrec-proxy.service"}
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(unit)
         service = parser["Service"]
-        # The warm trainer never talks to the SuperLink: it may come back at once.
-        if unit.name != "fedrec-trainer@.service":
+        # The warm trainer and the proxy are no SuperNodes: they may come back at once.
+        if unit.name not in ("fedrec-trainer@.service", "fedrec-proxy.service"):
             assert int(service["RestartSec"]) >= 70, unit.name
-        assert re.search(r"fedrec deploy (superlink|supernode %i|trainer %i|gateway) -c ",
+        assert re.search(r"fedrec deploy (superlink|proxy|supernode %i|trainer %i|gateway) -c ",
                          service["ExecStart"]), unit.name
         assert os.path.isabs(service["ExecStart"].split()[0])
