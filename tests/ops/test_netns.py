@@ -101,8 +101,8 @@ def test_federation_and_gateway_across_namespaces(
 
     run_id = cli.run(REPO, {
         "num-server-rounds": 1, "local-epochs": 1, "min-nodes": len(names),
-        "checkpoint-dir": tmp_path / "checkpoints", "partition-set": set_dir,
-        "share-user-factors": True,
+        "checkpoint-dir": tmp_path / "checkpoints", "signing-key": certs.signing_key,
+        "partition-set": set_dir, "share-user-factors": True,
     })  # fmt: skip
     record = cli.wait(run_id, timeout=600)
     assert record["status"] == COMPLETED, (record, cli.log(run_id)[-3000:])
@@ -110,7 +110,7 @@ def test_federation_and_gateway_across_namespaces(
     assert (final / "manifest.json").is_file()
 
     gateway = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", final,
-               "--host", gw_ip, "--port", GATEWAY_PORT]
+               "--host", gw_ip, "--port", GATEWAY_PORT, "--verify-key", certs.signing_pub]
     stack.start("gateway", ns.exec("gw", gateway), tmp_path / "gateway")
     url = f"http://{gw_ip}:{GATEWAY_PORT}/recommend?user_id=4&n=5"
     answer = subprocess.run(ns.exec("cli", [sys.executable, "-c", CLIENT, url, "60"]),

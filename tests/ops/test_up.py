@@ -15,11 +15,13 @@ import pytest
 from launch_helpers import processes_mentioning, wait_for_output, wait_gone
 from synthetic import make_synthetic_movielens, zip_movielens
 
+from fedrec_app.checkpoint import verify_checkpoint
 from fedrec_app.cli import main
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.errors import FedrecError
 from fedrec_app.ops.federation import free_port
 from fedrec_app.ops.up import UpOptions, parse_run_config, server_line
+from fedrec_app.signing import load_verify_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,6 +151,11 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
             assert 2.0 <= rec["predicted_rating"] <= 5.0
         run_dirs = [p for p in (work / "checkpoints").iterdir() if p.is_dir()]
         assert len(run_dirs) == 1 and (run_dirs[0] / "final" / "manifest.json").is_file()
+        # signed with the key `fedrec up` made; the gateway it started checks that signature
+        public = load_verify_key(work / "certs" / "federation-signing.pub")
+        verify_checkpoint(run_dirs[0] / "final", public)
+        assert "--verify-key" in next(cmd for _, cmd in processes_mentioning(str(work))
+                                      if " gateway " in cmd)
         assert _interrupt(proc, work) == 0
     finally:
         if proc.poll() is None:
