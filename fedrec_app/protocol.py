@@ -13,7 +13,9 @@ with requests per object on every hop (ServerApp, SuperLink, SuperNode, ClientAp
 took 0.5-3.5 s longer per round with its bytes in 12 arrays than in 1 (docs/benchmarks.md).
 
 A failing node replies with a Flower ``Error`` whose reason is ``fedrec:<code>`` (one of
-``ERROR_CODES``): never data, never a traceback (that stays in the node's log).
+``ERROR_CODES``): never data, never a traceback (that stays in the node's log). A node that
+refuses a run's app (``fedrec_app.ops.supernode_main``) adds its node id and the app's hash:
+``refusal_reason``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ ERROR_CODES: dict[str, str] = {
     "stale": "the message belongs to a round this node already trained",
     "trainer-failed": "the node's warm trainer died or refused the request",
     "internal": "unexpected error (see the node's log)",
+    "app-not-approved": "the node's admin has not approved this app's FAB hash",
 }
+APP_NOT_APPROVED = "app-not-approved"
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -90,3 +94,14 @@ def error_reason(code: str) -> str:
     if code not in ERROR_CODES:
         raise ValueError(f"unknown error code {code!r}")
     return f"{ERROR_PREFIX}{code}"
+
+
+def refusal_reason(node_id: int | str, digest: str) -> str:
+    """The reason of a node's reply that refuses to run an app it has not approved."""
+    return (f"{error_reason(APP_NOT_APPROVED)}: node {node_id}: app {digest} is not approved "
+            "on this node")
+
+
+def is_refusal(reason: str) -> bool:
+    """Whether an error reason is a node's refusal of the run's app (``refusal_reason``)."""
+    return reason.startswith(error_reason(APP_NOT_APPROVED))

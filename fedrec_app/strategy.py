@@ -44,6 +44,25 @@ class FederationError(FedrecError):
     """The federation cannot go on (too few nodes, no replies)."""
 
 
+class AppRefusedError(FederationError):
+    """Every sampled node refused to run this app: their admins have not approved its FAB."""
+
+
+def check_refusals(replies: Sequence[Message], sampled: int, phase: str) -> None:
+    """AppRefusedError naming the nodes and their reason when all ``sampled`` nodes refused
+    the app (``protocol.refusal_reason``); the run fails with it, so the operator sees why."""
+    refusals = sorted(
+        reply.error.reason
+        for reply in replies
+        if reply.has_error() and protocol.is_refusal(reply.error.reason)
+    )
+    if refusals and len(refusals) >= sampled:
+        raise AppRefusedError(
+            f"{phase}: all {sampled} sampled node(s) refused to run this app: "
+            + "; ".join(refusals)
+        )
+
+
 @dataclass
 class RoundResult:
     """What one phase produced: aggregated arrays (train only), metrics, failures."""
@@ -247,6 +266,7 @@ class FederationLoop:
                 for node in chosen
             ]
             replies = exchange(self.grid, messages, cfg.round_timeout)
+            check_refusals(replies, len(chosen), f"round {server_round}")
             result = aggregate(shared, replies, cfg.server_lr)
             for failure in result.failures:
                 log.warning("round %d: %s", server_round, failure)
@@ -285,7 +305,9 @@ class FederationLoop:
             self._message(MessageType.EVALUATE, shared, cfg.num_server_rounds, node, True)
             for node in nodes
         ]
-        result = evaluation(exchange(self.grid, messages, cfg.round_timeout))
+        replies = exchange(self.grid, messages, cfg.round_timeout)
+        check_refusals(replies, len(nodes), "final evaluation")
+        result = evaluation(replies)
         for failure in result.failures:
             log.warning("final evaluation: %s", failure)
         self._report(result)

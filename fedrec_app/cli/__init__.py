@@ -17,7 +17,9 @@ from fedrec_app.errors import FedrecError
 log = logging.getLogger("fedrec")
 
 # Command-group modules, in the order `fedrec --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("data", "ops", "gateway", "train", "trainer", "up", "bench")
+COMMAND_MODULES: tuple[str, ...] = (
+    "data", "ops", "app", "gateway", "train", "trainer", "up", "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 Used by integration tests, `fedrec up` and benchmarks. Layout under `work_dir`:
 `certs/` (CA, server cert), `certs/nodes/NAME` (keys), `superlink/` (its FLWR_HOME, cwd and
 `state.db`), `proxy/` (the Fleet proxy's config and access log), `cli/` (the `flwr` CLI's
-FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and cwd), `logs/*.log`. With
+FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and cwd), `logs/*.log`,
+`approved-apps.txt` (the FAB hashes of `approved_apps`, the only apps the SuperNodes run). With
 `warm_trainers`, each node also gets its warm trainer (same state-dir and data-path as its
 node-config), all forked from one TensorFlow import (`fedrec trainers`, `logs/trainers.log`).
 Everything it started is stopped on exit, also on exceptions and Ctrl+C.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrec_app.errors import FedrecError
+from fedrec_app.ops.app_approval import (
+    app_hash,
+    app_label,
+    append_to_allowlist,
+    create_allowlist,
+)
 from fedrec_app.ops.certs import (
     CertPaths,
     NodeKey,
@@ -49,6 +57,7 @@ from fedrec_app.ops.trainer import TRAINER_READY, TrainerGroupCommand, trainer_l
 log = logging.getLogger(__name__)
 
 NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
+FEDREC_APP_DIR = Path(__file__).resolve().parents[2]  # the checkout: the fedrec app
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
@@ -125,6 +134,7 @@ class LocalFederation:
         ready_timeout: float = 90.0,
         warm_trainers: bool = False,
         fleet_proxy: bool | None = None,
+        approved_apps: Sequence[Path] | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.host = host
@@ -158,6 +168,14 @@ class LocalFederation:
         self.superlink: ManagedProcess | None = None
         self.proxy: ManagedProcess | None = None
         self.timings: dict[str, float] = {}
+        # The apps every node runs (default: this checkout's fedrec app and the no-op app);
+        # their hashes are approved again before each submit, as files in the tree change.
+        if approved_apps is None:
+            approved_apps = [d for d in (FEDREC_APP_DIR, NOOP_APP_DIR)
+                             if (d / "pyproject.toml").is_file()]
+        self.approved_apps = tuple(Path(d).resolve() for d in approved_apps)
+        self.allowlist = self.work_dir / "approved-apps.txt"
+        self._allowlist_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalFederation:
@@ -314,6 +332,8 @@ class LocalFederation:
             "ca_cert": self.certs.ca_cert, "private_key": node.key.private,
             "node_config": node.node_config, "max_wait_time": self.max_wait_time,
         }
+        if not overrides.get("allow_any_app"):
+            fields["approved_apps"] = self.allowlist
         fields.update(overrides)
         return SuperNodeCommand(**fields)  # type: ignore[arg-type]
 
@@ -328,6 +348,8 @@ class LocalFederation:
         """Start SuperNode `name`; with `retry_for`, retry while the SuperLink refuses (2004)
         because it still counts a crashed node as online (up to ~60 s after a crash)."""
         node = self.nodes[name]
+        if not self.allowlist.exists():
+            self.approve(*self.approved_apps)
         if node.process is None:
             node.process = self.node_process(name, self.node_command(name), name)
         deadline = time.monotonic() + retry_for
@@ -403,7 +425,21 @@ class LocalFederation:
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ runs
+    def approve(self, *app_dirs: Path) -> list[str]:
+        """Add the FAB hashes of these app folders to the nodes' allowlist (read by each node
+        for every new run); the hashes."""
+        digests = [app_hash(Path(d)) for d in app_dirs]
+        with self._allowlist_lock:
+            create_allowlist(self.allowlist)
+            for app_dir, digest in zip(app_dirs, digests, strict=True):
+                label = app_label(Path(app_dir))
+                if append_to_allowlist(self.allowlist, digest, f"{label} {app_dir}".strip()):
+                    log.info("approved %s (%s) on every node", app_dir, digest)
+        return digests
+
     def submit(self, app_dir: Path, run_config: Mapping[str, ConfigValue] | None = None) -> str:
+        if self.approved_apps:  # the tree may have changed since the nodes started
+            self.approve(*self.approved_apps)
         return self.cli.run(app_dir, run_config)
 
     def run(

@@ -145,7 +145,10 @@ class SuperNodeCommand:
     """`flower-supernode`: dials the SuperLink, opens its own Runtime API on `runtime_port`.
 
     With `quick_poll` (the default) it runs through `fedrec_app.ops.supernode_main`: Flower's
-    SuperNode with a short poll after each reply instead of its fixed 3 s.
+    SuperNode with a short poll after each reply instead of its fixed 3 s, which runs only the
+    apps whose FAB hash is in the `approved_apps` allowlist (`fedrec_app.ops.app_approval`).
+    One of `approved_apps` or an explicit `allow_any_app=True` (logs a warning) is required;
+    plain `flower-supernode` (`quick_poll=False`) cannot check apps, so it needs `allow_any_app`.
     """
 
     superlink: str
@@ -157,16 +160,31 @@ class SuperNodeCommand:
     runtime_host: str = "127.0.0.1"
     insecure: bool = False
     quick_poll: bool = True
+    approved_apps: Path | None = None
+    allow_any_app: bool = False
 
     def __post_init__(self) -> None:
         if self.insecure:
             _warn_insecure(f"the SuperNode dialling {self.superlink}")
         elif self.ca_cert is None:
             raise FedrecError("a SuperNode needs ca_cert to verify the SuperLink (TLS)")
+        if (self.approved_apps is None) == (not self.allow_any_app):
+            raise FedrecError("a SuperNode needs exactly one of approved_apps (the allowlist of "
+                              "app hashes its admin approved) or allow_any_app=True")
+        if self.approved_apps is not None and not self.quick_poll:
+            raise FedrecError("plain flower-supernode (quick_poll=False) cannot check app "
+                              "hashes: use quick_poll=True or allow_any_app=True")
+        if self.allow_any_app:
+            log.warning("the SuperNode dialling %s runs ANY app (allow_any_app=True)",
+                        self.superlink)
 
     def argv(self) -> list[str]:
         if self.quick_poll:
             argv = [sys.executable, "-m", "fedrec_app.ops.supernode_main"]
+            if self.approved_apps is not None:
+                argv += ["--approved-apps", str(Path(self.approved_apps).resolve())]
+            else:
+                argv.append("--allow-any-app")
         else:
             argv = [flower_bin("flower-supernode")]
         argv += ["--superlink", self.superlink]

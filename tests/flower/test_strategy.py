@@ -14,8 +14,10 @@ from flwr.common.constant import ErrorCode
 from fedrec_app import protocol
 from fedrec_app.metrics import EvalSums
 from fedrec_app.strategy import (
+    AppRefusedError,
     FederationError,
     aggregate,
+    check_refusals,
     evaluation,
     is_better,
     merge_users,
@@ -156,3 +158,18 @@ def test_is_better_respects_direction() -> None:
     assert not is_better("rmse", 0.96, 0.95)
     assert is_better("ndcg@10", 0.4, 0.3) and not is_better("ndcg@10", 0.2, 0.3)
     assert not is_better("rmse", math.nan, None)
+
+
+def test_the_run_fails_only_when_every_sampled_node_refused_the_app() -> None:
+    def refusal(node: int) -> Message:
+        reason = protocol.refusal_reason(node, "ab" * 32)
+        return _answer(node, Error(code=ErrorCode.INVALID_FAB, reason=reason))
+
+    with pytest.raises(AppRefusedError, match="round 3: all 2 sampled node") as caught:
+        check_refusals([refusal(7), refusal(8)], 2, "round 3")
+    for node in (7, 8):
+        assert f"node {node}: app {'ab' * 32} is not approved on this node" in str(caught.value)
+    other = _answer(9, Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="fedrec:internal"))
+    check_refusals([refusal(7), other], 2, "round 1")  # one node ran it: the round goes on
+    check_refusals([refusal(7)], 2, "round 1")  # the other may still answer in a later round
+    check_refusals([_reply(1, 1.0, [1, 1, 1, 1], 1)], 1, "round 1")

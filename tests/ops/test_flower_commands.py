@@ -49,7 +49,8 @@ def test_tls_is_required_unless_insecure_is_explicit(tmp_path: Path, caplog) -> 
     with caplog.at_level(logging.WARNING):
         link = SuperLinkCommand(host="127.0.0.1", port=1, database=tmp_path / "s.db",
                                 insecure=True)
-        node = SuperNodeCommand(superlink="127.0.0.1:1", runtime_port=2, insecure=True)
+        node = SuperNodeCommand(superlink="127.0.0.1:1", runtime_port=2, insecure=True,
+                                allow_any_app=True)
     assert caplog.text.count("WITHOUT TLS") == 2
     assert "--insecure" in link.argv() and "--enable-supernode-auth" not in link.argv()
     assert "--insecure" in node.argv() and "--root-certificates" not in node.argv()
@@ -60,6 +61,7 @@ def test_supernode_argv(tmp_path: Path) -> None:
         superlink="10.77.0.1:9000", runtime_port=19094, ca_cert=Path("ca.crt"),
         private_key=tmp_path / "sn1", max_wait_time=90,
         node_config={"data-path": tmp_path / "my data" / "p0", "gpu": -1, "tag": "a b"},
+        approved_apps=Path("approved.txt"),
     )
     argv = cmd.argv()
     assert _flag(argv, "--superlink") == "10.77.0.1:9000"
@@ -69,6 +71,25 @@ def test_supernode_argv(tmp_path: Path) -> None:
     assert _flag(argv, "--max-wait-time") == "90"
     assert _flag(argv, "--node-config") == (
         f"data-path='{tmp_path / 'my data' / 'p0'}' gpu=-1 tag='a b'")
+    assert _flag(argv, "--approved-apps") == str(Path("approved.txt").resolve())
+    assert argv.index("--approved-apps") < argv.index("--superlink")  # ours, before Flower's
+
+
+def test_supernode_needs_an_allowlist_or_an_explicit_allow_any_app(tmp_path: Path,
+                                                                   caplog) -> None:
+    tls = {"superlink": "127.0.0.1:1", "runtime_port": 2, "ca_cert": Path("ca.crt")}
+    with pytest.raises(FedrecError, match="exactly one of approved_apps"):
+        SuperNodeCommand(**tls)
+    with pytest.raises(FedrecError, match="exactly one of approved_apps"):
+        SuperNodeCommand(**tls, approved_apps=tmp_path / "a.txt", allow_any_app=True)
+    with pytest.raises(FedrecError, match="cannot check app hashes"):
+        SuperNodeCommand(**tls, approved_apps=tmp_path / "a.txt", quick_poll=False)
+    with caplog.at_level(logging.WARNING):
+        any_app = SuperNodeCommand(**tls, allow_any_app=True)
+    assert "runs ANY app" in caplog.text
+    assert "--allow-any-app" in any_app.argv() and "--approved-apps" not in any_app.argv()
+    plain = SuperNodeCommand(**tls, allow_any_app=True, quick_poll=False).argv()
+    assert "--allow-any-app" not in plain  # flower-supernode does not know it
 
 
 def test_format_config_parses_back_with_flowers_parser(tmp_path: Path) -> None:
