@@ -40,11 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="use this local ml-100k.zip instead of downloading")
     parser.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address of the SuperLink and the gateway (default %(default)s)")
+                        help="address of the Fleet proxy (what SuperNodes dial) and the gateway; "
+                        "the SuperLink itself stays on 127.0.0.1 (default %(default)s)")
     parser.add_argument("--port", type=int, default=8000,
                         help="gateway port (default %(default)s)")
     parser.add_argument("--superlink-port", type=int,
-                        help="SuperLink port (default: a free one, never the gateway's)")
+                        help="port SuperNodes dial: the Fleet proxy's, or the SuperLink's "
+                        "without nginx (default: a free one, never the gateway's)")
     parser.add_argument("--timeout", dest="run_timeout", type=float, default=1800.0,
                         help="seconds the run may take before it is stopped (default %(default)s)")
     parser.add_argument("--no-warm-trainers", dest="warm_trainers", action="store_false",

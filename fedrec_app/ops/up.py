@@ -1,7 +1,8 @@
 """`fedrec up`: the whole system on one machine, step by step, until Ctrl+C.
 
 data → partitions → certs → keys → warm trainers (one per SuperNode; TensorFlow loads at a lower
-CPU priority while the next steps run) → SuperLink (TLS, SuperNode auth, database) → register
+CPU priority while the next steps run) → SuperLink (TLS, SuperNode auth, database; on loopback
+behind the Fleet proxy where nginx is installed, `lock_summary` says what is locked) → register
 keys → N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS
 (sent while the SuperNodes start: the ServerApp waits for them) →
 training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
@@ -230,7 +231,9 @@ class Launch:
         port = opt.superlink_port or free_port(opt.host)
         while port == opt.port:
             port = free_port(opt.host)
-        fed = LocalFederation(self.work, node_configs, port=port, host=opt.host)
+        # the SuperNodes run only this checkout's app (its FAB hash, in approved-apps.txt)
+        fed = LocalFederation(self.work, node_configs, port=port, host=opt.host,
+                              approved_apps=[APP_DIR])
         self.federation = fed
         with self.progress.step("certs", f"CA + SuperLink certificate in {fed.certs.out}"):
             if fed.certs.ca_cert.exists():
@@ -253,10 +256,14 @@ class Launch:
         else:
             with self.progress.step("trainers", "none (--no-warm-trainers)"):
                 self.say("      every ClientApp process imports TensorFlow itself")
-        with self.progress.step("superlink", f"https://{fed.address} (TLS, SuperNode auth)"):
+        what = (f"on 127.0.0.1:{fed.link_port} behind the Fleet proxy https://{fed.address}"
+                if fed.fleet_proxy else f"https://{fed.address} (no Fleet proxy: nginx missing)")
+        with self.progress.step("superlink", f"{what} (TLS, SuperNode auth)"):
             for stale in fed.link_home.glob("state.db*"):  # a fresh registry for this launch
                 stale.unlink()
             fed.start_superlink()
+            for line in lock_summary(fed):
+                self.say(f"      {line}")
         with self.progress.step("register", "the SuperNodes' public keys"):
             fed.register()
             for node in fed.nodes.values():
@@ -401,9 +408,34 @@ class Launch:
             self.say(f"stopped: {', '.join(stopped)}")
 
 
+def lock_summary(fed: LocalFederation) -> list[str]:
+    """What this one-machine launch locks, and what it does not, in plain words."""
+    if fed.fleet_proxy:
+        lines = [
+            f"locked: the network reaches only the Fleet proxy (nginx) on {fed.address}, which "
+            "forwards the Fleet API alone (SuperNodes, each signing with its registered key)",
+            f"the SuperLink's Control and runtime APIs listen on 127.0.0.1:{fed.link_port}: "
+            "runs are started from this host only",
+        ]
+    else:
+        lines = [
+            f"NOT locked: nginx is not installed, so the SuperLink itself listens on "
+            f"{fed.address} and whoever reaches that port can start runs and register nodes "
+            "(apt-get install nginx-light, then run fedrec up again)",
+        ]
+    return [
+        *lines,
+        "SuperNodes run only this checkout's app (its FAB hash is their allowlist); every "
+        "checkpoint is signed and the gateway verifies it",
+        "not locked on one machine: every account on this host can reach 127.0.0.1 and so the "
+        "Control API; a lab deployment keeps the SuperLink host to its operators "
+        "(deploy/README.md)",
+    ]
+
+
 def _check_alive(fed: LocalFederation, run_id: str) -> None:
-    """Fail at once (stopping the run) when the SuperLink or a SuperNode has died."""
-    processes = [fed.superlink, *(n.process for n in fed.nodes.values())]
+    """Fail at once (stopping the run) when the SuperLink, its proxy or a SuperNode has died."""
+    processes = [fed.superlink, fed.proxy, *(n.process for n in fed.nodes.values())]
     dead = [p for p in processes if p is not None and not p.alive()]
     if not dead:
         return
