@@ -3,8 +3,10 @@
 `python -m fedrec_app.bench.loadgen --port P --concurrency C --requests N --duration S PATH…`
 (or ``--paths-file F``, one path a line) sends GET requests for the paths (cycled) over C
 connections until N requests were sent or S seconds passed, then prints one JSON object:
-requests (answered), failed (non-200 or no answer within ``--timeout``), seconds, rps, p50_ms,
-p99_ms. Loopback only: it speaks plain HTTP and refuses other hosts.
+requests (answered), failed (non-200, no answer within ``--timeout``, or no connection), sent,
+ok (answered 200), seconds, rps, p50_ms, p99_ms (of the answered ones). ``--source A`` sends
+from local address A (any of 127.0.0.0/8: a second "client" on one machine). Loopback only: it
+speaks plain HTTP and refuses other hosts.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ class _Run:
     remaining: int
     deadline: float
     timeout: float
+    source: str | None = None
     latencies: list[float] = field(default_factory=list)
     failed: int = 0
+    sent: int = 0
+    ok: int = 0
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -57,10 +62,19 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def _connection(host: str, port: int, run: _Run) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+    local = (run.source, 0) if run.source else None
+    writer = None
     try:
         while run.remaining > 0 and time.perf_counter() < run.deadline:
             run.remaining -= 1
+            run.sent += 1
+            if writer is None:
+                try:
+                    reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+                except OSError:  # refused: counts as a failed request
+                    run.failed += 1
+                    await asyncio.sleep(0.01)
+                    continue
             request = f"GET {next(run.paths)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             start = time.perf_counter()
             try:
@@ -73,11 +87,13 @@ async def _connection(host: str, port: int, run: _Run) -> None:
             else:
                 run.latencies.append(time.perf_counter() - start)
                 run.failed += status != 200
+                run.ok += status == 200
             if not keep_alive:
                 writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
+                writer = None
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 async def measure(
@@ -88,11 +104,14 @@ async def measure(
     requests: int,
     duration: float,
     timeout: float = 30.0,
+    source: str | None = None,
 ) -> dict[str, float | int]:
     """Run the load and summarise it."""
     if host not in LOOPBACK:
         raise ValueError(f"{host}: the load generator only targets loopback addresses")
-    run = _Run(itertools.cycle(paths), requests, time.perf_counter() + duration, timeout)
+    if source is not None and not (source == "::1" or source.startswith("127.")):
+        raise ValueError(f"--source {source}: the load generator only sends from loopback")
+    run = _Run(itertools.cycle(paths), requests, time.perf_counter() + duration, timeout, source)
     start = time.perf_counter()
     await asyncio.gather(*(_connection(host, port, run) for _ in range(concurrency)))
     seconds = time.perf_counter() - start
@@ -101,6 +120,8 @@ async def measure(
         "concurrency": concurrency,
         "requests": len(lat),
         "failed": run.failed,
+        "sent": run.sent,
+        "ok": run.ok,
         "seconds": round(seconds, 3),
         "rps": round(len(lat) / seconds, 1) if seconds else 0.0,
         "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument("--source", help="local address to send from (127.0.0.0/8 or ::1)")
     parser.add_argument("--paths-file", type=Path, help="more paths, one a line")
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
@@ -133,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(
         measure(
             args.host, args.port, paths, args.concurrency, args.requests, args.duration,
-            args.timeout,
+            args.timeout, args.source,
         )  # fmt: skip
     )
     json.dump(result, sys.stdout)

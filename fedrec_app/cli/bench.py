@@ -168,8 +168,22 @@ def _register_gateway(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-duration", type=float, default=20.0,
                    help="reference seconds cap per level")  # fmt: skip
     p.add_argument("--work-dir", type=Path, help="keep the synthetic checkpoint and server logs")
-    p.add_argument("--json", type=Path, default=Path("bench-results/gateway.json"),
-                   help="write the results here (default %(default)s)")  # fmt: skip
+    p.add_argument("--json", type=Path,
+                   help="write the results here (default bench-results/gateway.json, with "
+                   "--flood bench-results/gateway-flood.json)")  # fmt: skip
+    f = p.add_argument_group(
+        "flood", "--flood N measures instead how other clients fare while one client holds N "
+        "connections: requests from 127.0.0.2 without, then during, a flood from 127.0.0.1, "
+        "against the default limits and the limits before them (--duration, --requests per phase)"
+    )
+    f.add_argument("--flood", type=int, metavar="N", help="connections the flooder holds open")
+    f.add_argument("--flood-mode", choices=("idle", "slow", "mixed"), default="mixed",
+                   help="idle: send nothing; slow: a header that never ends; mixed: half each "
+                   "(default %(default)s)")  # fmt: skip
+    f.add_argument("--flood-clients", type=int, default=16,
+                   help="concurrent connections of the other clients (default %(default)s)")
+    f.add_argument("--defaults-only", action="store_true",
+                   help="flood only the gateway with the default limits")
     p.set_defaults(func=_gateway)
 
 
@@ -177,6 +191,9 @@ def _gateway(args: argparse.Namespace) -> int:
     from fedrec_app.bench.gateway import GatewayBenchConfig, run_and_write
     from fedrec_app.errors import FedrecError
 
+    if args.flood is not None:
+        return _gateway_flood(args)
+    args.json = args.json or Path("bench-results/gateway.json")
     try:
         levels = tuple(int(c) for c in args.concurrency.split(","))
     except ValueError as exc:
@@ -193,6 +210,27 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     print(run_and_write(cfg, args.json, args.work_dir), end="")
     print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
+    return 0
+
+
+def _gateway_flood(args: argparse.Namespace) -> int:
+    from fedrec_app.bench.gateway import FloodBenchConfig, run_and_write_flood
+    from fedrec_app.errors import FedrecError
+
+    if args.flood < 1 or args.flood_clients < 1 or args.requests < 1 or args.duration <= 0:
+        raise FedrecError("--flood, --flood-clients and --requests must be >= 1, --duration > 0")
+    json_path = args.json or Path("bench-results/gateway-flood.json")
+    cfg = FloodBenchConfig(
+        checkpoint=args.checkpoint,
+        connections=args.flood,
+        mode=args.flood_mode,
+        clients=args.flood_clients,
+        requests=args.requests,
+        duration=args.duration,
+        unguarded=not args.defaults_only,
+    )
+    print(run_and_write_flood(cfg, json_path, args.work_dir), end="")
+    print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
     return 0
 
 

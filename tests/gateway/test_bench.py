@@ -80,3 +80,56 @@ def test_cli_refuses_bad_concurrency(value) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "--concurrency" in result.stderr
+
+
+def test_load_generator_sends_from_another_loopback_address(gateway, tmp_path) -> None:
+    port = gateway.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", port, "--concurrency", "2",
+         "--requests", "40", "--duration", "30", "--source", "127.0.0.2",
+         "/recommend?user_id=4"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["sent"] == summary["ok"] == summary["requests"] == 40
+    assert "127.0.0.2" in gateway.log_text()  # the access log names the client address
+    refused = subprocess.run(
+        [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", port, "--requests", "1",
+         "--source", "10.0.0.1", "/"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "loopback" in refused.stderr
+
+
+def test_flood_bench_end_to_end(tmp_path) -> None:
+    """A small `fedrec bench gateway --flood`: the other clients are all served."""
+    json_path = tmp_path / "flood.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrec_app", "bench", "gateway", "--flood", "150",
+         "--flood-clients", "2", "--duration", "1.5", "--requests", "300", "--defaults-only",
+         "--json", str(json_path)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(json_path.read_text())
+    (row,) = report["results"]
+    assert row["gateway"] == "default limits"
+    for phase in ("without_flood", "during_flood"):
+        assert row[phase]["sent"] == row[phase]["ok"] > 0, row[phase]
+    flood = row["flood"]
+    assert flood["connects"] >= 150 and flood["closed_at_once"] > 0, flood
+    during = row["during_flood"]["server_connections"]
+    assert during["per_client"] >= 150 - 64 and during["open"] <= 64 + 1, during
+    table = json_path.with_suffix(".md").read_text()
+    assert "| default limits | yes |" in table and "100.00%" in table
+    assert table in result.stdout
+
+
+def test_flood_refuses_other_hosts() -> None:
+    for args in (["--host", "example.org"], ["--source", "192.168.1.2"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "fedrec_app.bench.flood", "--port", "80", "--connections",
+             "1", "--duration", "1", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2 and "loopback" in result.stderr
