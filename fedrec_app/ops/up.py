@@ -235,6 +235,9 @@ class Launch:
         fed = LocalFederation(self.work, node_configs, port=port, host=opt.host,
                               approved_apps=[APP_DIR])
         self.federation = fed
+        warning = exposure_warning(opt.host, opt.port, fed.port, fed.fleet_proxy)
+        if warning:
+            self.say(warning)
         with self.progress.step("certs", f"CA + SuperLink certificate in {fed.certs.out}"):
             if fed.certs.ca_cert.exists():
                 self.say("      reusing the existing CA and server certificate")
@@ -431,6 +434,42 @@ def lock_summary(fed: LocalFederation) -> list[str]:
         "Control API; a lab deployment keeps the SuperLink host to its operators "
         "(deploy/README.md)",
     ]
+
+
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def exposure_warning(
+    host: str, gateway_port: int, fleet_port: int, fleet_proxy: bool, gateway_keys: bool = False
+) -> str | None:
+    """None on a loopback ``host``; else a WARNING naming each service the network now reaches
+    (port and what protects it) and what stays on this host."""
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    where = ("every network interface of this machine" if host in ("0.0.0.0", "::", "")
+             else f"{host}")  # fmt: skip
+    gateway = ("HTTP, API key needed (except /healthz and the page)" if gateway_keys else
+               "plain HTTP, NO API key: anyone who reaches it reads recommendations for every "
+               "user id, the model summary, /metrics and /docs")  # fmt: skip
+    if fleet_proxy:
+        fleet = (f"  - Fleet proxy (nginx) on port {fleet_port}: TLS; forwards only the Fleet "
+                 "API, every call signed by a registered SuperNode key")  # fmt: skip
+        local = "the SuperLink's Control and runtime APIs (127.0.0.1), "
+    else:
+        fleet = (f"  - SuperLink on port {fleet_port}: TLS and SuperNode auth on the Fleet API, "
+                 "but its Control API has NO login: whoever reaches the port can start runs "
+                 "(code on every node) (apt-get install nginx-light puts the Fleet proxy in "
+                 "front)")  # fmt: skip
+        local = ""
+    return "\n".join([
+        f"WARNING: --host {host} listens on {where}; reachable from the network:",
+        f"  - gateway on port {gateway_port}: {gateway}",
+        fleet,
+        f"  stays on this host: {local}the SuperNodes' runtime ports (127.0.0.1), the warm "
+        "trainers (Unix sockets)",
+        "  bind 127.0.0.1 (the default) unless other machines must reach these; a lab "
+        "deployment puts API keys on the gateway (deploy/README.md)",
+    ])  # fmt: skip
 
 
 def _check_alive(fed: LocalFederation, run_id: str) -> None:

@@ -20,7 +20,7 @@ from fedrec_app.cli import main
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.errors import FedrecError
 from fedrec_app.ops.federation import free_port
-from fedrec_app.ops.up import UpOptions, parse_run_config, server_line
+from fedrec_app.ops.up import UpOptions, exposure_warning, parse_run_config, server_line
 from fedrec_app.signing import load_verify_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,3 +204,21 @@ def test_a_failed_run_stops_the_launch_with_the_runs_own_error(
     assert "[11/11]" not in done.stdout
     assert "stopped: follower, supernodes, superlink" in done.stdout
     assert not wait_gone(str(work), timeout=10)
+
+
+def test_a_host_other_than_loopback_is_warned_about_service_by_service() -> None:
+    for host in ("127.0.0.1", "127.0.1.1", "localhost", "::1"):
+        assert exposure_warning(host, 8000, 9092, fleet_proxy=True) is None
+    proxied = exposure_warning("0.0.0.0", 8000, 9092, fleet_proxy=True)
+    assert proxied is not None
+    lines = proxied.splitlines()
+    assert lines[0].startswith("WARNING: --host 0.0.0.0 listens on every network interface")
+    assert "gateway on port 8000: plain HTTP, NO API key" in lines[1]
+    assert "Fleet proxy (nginx) on port 9092" in lines[2] and "Fleet API" in lines[2]
+    assert "Control and runtime APIs (127.0.0.1)" in lines[3]
+    bare = exposure_warning("192.168.5.10", 8080, 9093, fleet_proxy=False, gateway_keys=True)
+    assert bare is not None
+    assert "listens on 192.168.5.10;" in bare
+    assert "gateway on port 8080: HTTP, API key needed" in bare
+    assert "SuperLink on port 9093" in bare and "Control API has NO login" in bare
+    assert "Control and runtime APIs" not in bare  # nothing in front: they are exposed too
