@@ -8,7 +8,11 @@ The federation is a TLS SuperLink with SuperNode auth and N authenticated SuperN
    one ``flwr-clientapp`` process per message, TLS);
 2. ``in_process``: fedrec with no trainer running, so every ClientApp imports TensorFlow and
    loads its partition;
-3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainers``) has started.
+3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainers``) has started;
+4. ``warm_direct`` and ``noop_direct``: the same two again with the SuperNodes dialling the
+   SuperLink's own port instead of its Fleet proxy (nginx): the proxy's cost per round is
+   ``warm / warm_direct`` (and ``noop / noop_direct``). Runs where nginx is not installed skip
+   them.
 
 Seconds per round are the server's: from sending a round's messages to having aggregated the
 replies (the no-op app: between FedAvg's round-end callbacks), averaged over all rounds, the
@@ -31,6 +35,7 @@ from fedrec_app.config import APP_DIR
 log = logging.getLogger(__name__)
 
 APPS = ("noop", "in_process", "warm")
+DIRECT = ("warm_direct", "noop_direct")  # the SuperNodes bypass the Fleet proxy
 _NOOP_ROUND = re.compile(r"\[noopapp\] round (\d+) seconds=([0-9.]+)")
 _IMPORT_PROBE = (
     "import time; import flwr.clientapp; t = time.perf_counter(); import {modules}; "
@@ -96,20 +101,22 @@ def run_training_bench(
             timeout=timeout,
         )
         runs["noop"] = _run_figures(record, noop_round_seconds(fed.cli.log(record["run-id"])))
+        signed = {**fedrec_config, "signing-key": fed.certs.signing_key}
         for app in ("in_process", "warm"):
             if app == "warm":
                 log.info("starting %d warm trainers", num_nodes)
                 fed.start_trainers()
             log.info("%s: %d rounds of fedrec", app, rounds)
-            signed = {**fedrec_config, "signing-key": fed.certs.signing_key}
-            record = fed.run(APP_DIR, signed, timeout=timeout)
-            final = work_dir / "checkpoints" / record["run-id"] / "final"
-            history = read_checkpoint(final).manifest["history"]
-            runs[app] = _run_figures(record, [float(e["seconds"]) for e in history])
-            runs[app]["node_seconds"] = _mean([float(e["node_seconds"]) for e in history])
-            scored = [entry for entry in history if "rmse" in entry]  # the last round is not
-            if scored:
-                runs[app]["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
+            runs[app] = _fedrec_figures(fed.run(APP_DIR, signed, timeout=timeout), work_dir)
+        if fed.fleet_proxy:
+            log.info("the SuperNodes now dial the SuperLink directly, bypassing the Fleet proxy")
+            fed.redial_nodes(fed.control_address)
+            runs["warm_direct"] = _fedrec_figures(fed.run(APP_DIR, signed, timeout=timeout),
+                                                  work_dir)
+            record = fed.run(NOOP_APP_DIR, {"num-server-rounds": rounds, "min-nodes": num_nodes,
+                                            "fraction-evaluate": 0.0}, timeout=timeout)
+            runs["noop_direct"] = _run_figures(record,
+                                               noop_round_seconds(fed.cli.log(record["run-id"])))
         startup = dict(fed.timings)
     return {
         "nodes": num_nodes,
@@ -122,6 +129,18 @@ def run_training_bench(
             app: import_seconds(modules) for app, modules in CLIENTAPP_IMPORTS.items()
         },
     }
+
+
+def _fedrec_figures(record: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """A fedrec run's figures, from its final checkpoint's round history."""
+    final = work_dir / "checkpoints" / record["run-id"] / "final"
+    history = read_checkpoint(final).manifest["history"]
+    figures = _run_figures(record, [float(e["seconds"]) for e in history])
+    figures["node_seconds"] = _mean([float(e["node_seconds"]) for e in history])
+    scored = [entry for entry in history if "rmse" in entry]  # the last round is not
+    if scored:
+        figures["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
+    return figures
 
 
 def _run_figures(record: dict[str, Any], round_seconds: list[float]) -> dict[str, Any]:
@@ -140,8 +159,15 @@ def _mean(values: list[float]) -> float:
 
 
 def headline(result: dict[str, Any]) -> dict[str, float]:
-    """``{"noop": s, "in_process": s, "warm": s}``: mean seconds per round of each run."""
-    return {app: round(result["runs"][app]["mean_round_seconds"], 3) for app in APPS}
+    """``{"noop": s, "in_process": s, "warm": s, …}``: mean seconds per round of each run, and
+    the Fleet proxy's cost as ``proxy_ratio`` (warm / warm_direct) where it was measured."""
+    runs = result["runs"]
+    figures = {app: round(runs[app]["mean_round_seconds"], 3) for app in (*APPS, *DIRECT)
+               if app in runs}
+    if "warm_direct" in runs:
+        figures["proxy_ratio"] = round(figures["warm"] / figures["warm_direct"], 3)
+        figures["proxy_ratio_noop"] = round(figures["noop"] / figures["noop_direct"], 3)
+    return figures
 
 
 def table(result: dict[str, Any]) -> str:
@@ -154,7 +180,7 @@ def table(result: dict[str, Any]) -> str:
         "| run | mean s/round | x no-op | rounds (s) | slowest node's handler (s, mean) |",
         "|---|---|---|---|---|",
     ]
-    for app in APPS:
+    for app in (a for a in (*APPS, *DIRECT) if a in runs):
         run = runs[app]
         node = f"{run['node_seconds']:.2f}" if "node_seconds" in run else "-"
         rounds = " ".join(f"{s:.1f}" for s in run["round_seconds"])
@@ -162,6 +188,12 @@ def table(result: dict[str, Any]) -> str:
             f"| {app} | {run['mean_round_seconds']:.2f} | "
             f"{run['mean_round_seconds'] / noop:.2f} | {rounds} | {node} |"
         )
+    if "warm_direct" in runs:
+        ratios = headline(result)
+        rows += ["", f"Fleet proxy's cost per round: warm / warm_direct = "
+                 f"{ratios['proxy_ratio']:.3f}, noop / noop_direct = "
+                 f"{ratios['proxy_ratio_noop']:.3f} (`_direct`: the SuperNodes dial the "
+                 "SuperLink's own port)"]
     rows.append("")
     rows += [
         f"ClientApp imports on top of Flower ({app}): {seconds:.2f} s"

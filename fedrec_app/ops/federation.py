@@ -337,6 +337,18 @@ class LocalFederation:
         fields.update(overrides)
         return SuperNodeCommand(**fields)  # type: ignore[arg-type]
 
+    def redial_nodes(self, superlink: str) -> None:
+        """Stop every SuperNode and start it again dialling `superlink` (the bench dials the
+        SuperLink's own port, `control_address`, to measure what the Fleet proxy costs)."""
+        for name, node in self.nodes.items():
+            if node.process is not None:
+                node.process.stop()  # a SIGTERM-ed node deactivates: it may return at once
+            node.process = self.node_process(name, self.node_command(name, superlink=superlink),
+                                             name)
+            node.process.start()
+        for name in self.nodes:
+            self._wait_node(name)
+
     def node_process(self, name: str, command: SuperNodeCommand, log_name: str) -> ManagedProcess:
         home = self.work_dir / "nodes" / log_name
         home.mkdir(parents=True, exist_ok=True)

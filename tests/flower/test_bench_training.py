@@ -42,3 +42,15 @@ def test_table_gives_each_run_against_the_no_op() -> None:
     assert "| warm | 6.25 | 1.25 | 7.0 5.5 | 1.25 |" in text
     assert "(in_process): 3.20 s" in text
 
+
+
+def test_the_fleet_proxys_cost_is_the_ratio_to_the_direct_runs() -> None:
+    result = _result()
+    result["runs"]["warm_direct"] = {"round_seconds": [6.0, 6.5], "mean_round_seconds": 6.25 / 1.25,
+                                     "node_seconds": 1.0}
+    result["runs"]["noop_direct"] = {"round_seconds": [4.0], "mean_round_seconds": 4.0}
+    figures = headline(result)
+    assert figures["proxy_ratio"] == 1.25 and figures["proxy_ratio_noop"] == 1.25
+    text = table(result)
+    assert "| warm_direct | 5.00 | 1.00 | 6.0 6.5 | 1.00 |" in text
+    assert "warm / warm_direct = 1.250, noop / noop_direct = 1.250" in text
