@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ from fedrec_app.training import (
     model_shape,
     train_local,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +145,15 @@ def combine_heads(
 
 
 def write_central_checkpoint(
-    folder: Path, result: CentralResult, data: CentralData, cfg: TrainConfig, split: str
+    folder: Path,
+    result: CentralResult,
+    data: CentralData,
+    cfg: TrainConfig,
+    split: str,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> Path:
-    """Write the selected central model as a checkpoint folder (with user factors)."""
+    """Write the selected central model as a checkpoint folder (with user factors), signed with
+    ``signing_key`` when given."""
     from fedrec_app.checkpoint import write_checkpoint
     from fedrec_app.model import save_model_file
 
@@ -168,5 +178,5 @@ def write_central_checkpoint(
     }
     return write_checkpoint(
         Path(folder), arrays, data.catalogue, manifest,
-        write_model=lambda path: save_model_file(arrays, shape, path),
+        write_model=lambda path: save_model_file(arrays, shape, path), signing_key=signing_key,
     )  # fmt: skip

@@ -4,9 +4,11 @@ import sys
 
 import numpy as np
 import pytest
+from signing_keys import signing_key_file, verify_key_file
 
 from fedrec_app.checkpoint import read_checkpoint
 from fedrec_app.data.partition import load_partition_set_member, make_partitions
+from fedrec_app.signing import load_verify_key
 
 
 @pytest.mark.slow
@@ -14,14 +16,16 @@ def test_train_central_cli_writes_metrics_and_a_valid_checkpoint(synthetic_ml, t
     out, report = tmp_path / "central", tmp_path / "central.json"
     cmd = [sys.executable, "-m", "fedrec_app", "train-central", "--data", str(synthetic_ml),
            "--split", "u1", "--epochs", "4", "--embedding-dim", "8", "--rank-dim", "8",
-           "--batch-size", "64", "--out", str(out), "--json", str(report)]  # fmt: skip
+           "--batch-size", "64", "--out", str(out), "--json", str(report),
+           "--signing-key", str(signing_key_file())]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "RMSE" in result.stdout and "NDCG@10" in result.stdout
     metrics = json.loads(report.read_text())
     assert 0 < metrics["rmse"] < 2 and 0 <= metrics["ndcg@10"] <= 1
     assert 1 <= metrics["rating_epoch"] <= 4
-    ckpt = read_checkpoint(out)  # verifies sha256 of every file and the catalogue fingerprint
+    # verifies the signature, the sha256 of every file and the catalogue fingerprint
+    ckpt = read_checkpoint(out, load_verify_key(verify_key_file()))
     assert ckpt.manifest["has_user_factors"]
     assert ckpt.manifest["metrics"]["rmse"] == pytest.approx(metrics["rmse"])
     assert (ckpt.path / "model.keras").is_file()

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="default %(default)s",
         )  # fmt: skip
     p.add_argument("--out", type=Path, help="write the selected model as a checkpoint folder here")
+    p.add_argument("--signing-key", type=Path, metavar="KEY",
+                   help="sign the --out checkpoint with this federation-signing.key (`fedrec "
+                   "certs`); unsigned, a gateway serves it only with --allow-unsigned")
     p.add_argument("--json", type=Path, help="write the metrics and seconds as JSON here")
     p.set_defaults(func=_train_central)
 
@@ -51,6 +54,13 @@ def _train_central(args: argparse.Namespace) -> int:
         raise FedrecError(str(exc)) from exc
     if args.epochs < 1 or args.patience < 1:
         raise FedrecError("--epochs and --patience must be >= 1")
+    signing_key = None
+    if args.signing_key is not None:  # checked before the training, not after
+        from fedrec_app.signing import load_signing_key
+
+        if args.out is None:
+            raise FedrecError("--signing-key signs the --out checkpoint: give --out too")
+        signing_key = load_signing_key(args.signing_key)
     configure_device(threads=2)
     data = load_central_data(args.data, args.split, args.seed, args.val_fraction)
     result = train_central(data, cfg, max_epochs=args.epochs, patience=args.patience)
@@ -63,7 +73,9 @@ def _train_central(args: argparse.Namespace) -> int:
         " ".join(f"{k.upper()} {v:.4f}" for k, v in m.items()) + f"  seconds {result.seconds:.1f}"
     )
     if args.out:
-        folder = write_central_checkpoint(args.out, result, data, cfg, split=args.split)
+        folder = write_central_checkpoint(
+            args.out, result, data, cfg, split=args.split, signing_key=signing_key
+        )
         print(f"checkpoint: {folder}")
     if args.json:
         payload = {**m, "seconds": result.seconds, "rating_epoch": result.rating_epoch,
