@@ -4,9 +4,10 @@ One module-scoped federation of 2 SuperNodes, each started with the allowlist
 ``<work_dir>/approved-apps.txt`` that approves the no-op app only. The marker app's ClientApp
 leaves a file when its module is imported and when it trains: submitted unapproved, it is
 refused on every node (no marker anywhere, the nodes stay up, the run fails naming each node and
-the app's hash); the approved no-op app then completes; approving the marker app's hash in the
-file (read again for each run, no restart) lets it run and leave its markers, which shows the
-first test would have seen them. Tests run in file order.
+the app's hash), and so is the fedrec app (its ServerApp fails the run the same way); the
+approved no-op app then completes; approving the marker app's hash in the file (read again for
+each run, no restart) lets it run and leave its markers, which shows the first test would have
+seen them. Tests run in file order.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 from launch_helpers import wait_gone
 
+from fedrec_app.data.partition import make_partitions
 from fedrec_app.ops.app_approval import app_hash, append_to_allowlist, read_allowlist
-from fedrec_app.ops.federation import NOOP_APP_DIR, LocalFederation
+from fedrec_app.ops.federation import FEDREC_APP_DIR, NOOP_APP_DIR, LocalFederation
 from fedrec_app.ops.flower import COMPLETED, flower_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -83,6 +85,28 @@ def test_an_unapproved_app_is_refused_on_every_node(fed: LocalFederation, marker
         node_log = node.process.log_text(since=marks[name])
         assert "ERROR" in node_log and f"fedrec:app-not-approved: {refusal}" in node_log
         assert "flwr-clientapp" not in node_log and node.process.alive(), node_log[-2000:]
+
+
+def test_the_fedrec_app_unapproved_fails_its_run_naming_the_nodes(
+    fed: LocalFederation, synthetic_ml: Path, tmp_path: Path
+) -> None:
+    parts = tmp_path / "parts"
+    make_partitions(synthetic_ml, parts, 2, split="u1", seed=5)
+    before = app_hash(FEDREC_APP_DIR)
+    record = fed.run(FEDREC_APP_DIR, {
+        "num-server-rounds": 1, "local-epochs": 1, "embedding-dim": 8, "rank-dim": 4,
+        "min-nodes": 2, "node-wait-timeout": 30.0, "round-timeout": 90.0,
+        "checkpoint-dir": tmp_path / "ckpt", "signing-key": fed.certs.signing_key,
+        "catalogue": parts / "items.csv",
+    }, timeout=300, check=False)  # fmt: skip
+    details = str(record.get("status-details"))
+    assert record["status"] == FAILED, (record, fed.cli.log(record["run-id"])[-3000:])
+    assert "round 1: all 2 sampled node(s) refused to run this app" in details
+    digests = {before, app_hash(FEDREC_APP_DIR)}  # others may edit the tree meanwhile
+    for node in fed.nodes.values():
+        assert any(f"node {node.node_id}: app {d} is not approved on this node" in details
+                   for d in digests), details
+    assert not (tmp_path / "ckpt" / record["run-id"] / "round-0001").exists()
 
 
 def test_the_next_approved_run_completes(fed: LocalFederation) -> None:
