@@ -451,9 +451,9 @@ def flood_markdown(result: dict[str, Any]) -> str:
         f"{' → '.join(str(x) for x in result['machine']['load_average_1m'])} (before → after).",
         "",
         "| gateway | flood | other clients ok / sent | success | p50 / p99 ms | ok/s "
-        "| server: open / refused per client / header timeouts "
-        "| flooder: connects / open at the end |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms per answer | server: open / refused per client / header timeouts "
+        "| flooder: connects / open in its view |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["results"]:
         flood = row["flood"]
@@ -469,7 +469,8 @@ def flood_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['gateway']} | {name} | {phase['ok']:,} / {phase['sent']:,} | {success} "
                 f"| {_shown(phase['p50_ms'])} / {_shown(phase['p99_ms'])} "
-                f"| {phase['ok_per_s']:,.0f} | {counts} | {flooder} |"
+                f"| {phase['ok_per_s']:,.0f} | {_shown(phase['server_cpu_ms_per_request'])} "
+                f"| {counts} | {flooder} |"
             )
     lines.append("")
     for row in result["results"]:
