@@ -68,7 +68,8 @@ def check_file(path: Path) -> None:
     path = Path(path)
     try:
         info = path.stat()
-        folder = path.resolve().parent.stat()
+        # the folder of the name given and, for a symlink, the folder of the file it points to
+        folders = [p.stat() for p in {path.absolute().parent, path.resolve().parent}]
     except OSError as exc:
         raise ApprovalError(f"{path}: cannot read the allowlist ({exc.strerror or exc})") from None
     if not stat.S_ISREG(info.st_mode):
@@ -79,7 +80,7 @@ def check_file(path: Path) -> None:
     if info.st_mode & 0o022:
         raise ApprovalError(f"{path}: the allowlist is writable by group or others "
                             f"(mode {info.st_mode & 0o777:o}); chmod go-w it")
-    if folder.st_mode & 0o002 and not folder.st_mode & stat.S_ISVTX:
+    if any(f.st_mode & 0o002 and not f.st_mode & stat.S_ISVTX for f in folders):
         raise ApprovalError(f"{path}: its folder is writable by others, who could replace it")
 
 

@@ -133,6 +133,14 @@ def test_an_allowlist_in_a_folder_anyone_may_write_is_refused(tmp_path: Path) ->
         read_allowlist(path)
     path.parent.chmod(0o1777)  # sticky, like /tmp: others cannot replace our file
     assert read_allowlist(path) == {"a" * 64}
+    path.parent.chmod(0o755)
+    link = tmp_path / "swappable" / "approved.txt"  # a symlink others could swap
+    link.parent.mkdir()
+    link.symlink_to(path)
+    assert read_allowlist(link) == {"a" * 64}
+    link.parent.chmod(0o777)
+    with pytest.raises(ApprovalError, match="folder is writable by others"):
+        read_allowlist(link)
 
 
 def test_a_missing_allowlist_is_refused(tmp_path: Path) -> None:

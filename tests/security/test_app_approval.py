@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MARKER_APP = Path(__file__).resolve().parent / "apps" / "marker_app"
 FAILED = "finished:failed"
+CLIENTAPP_STARTED = "Start `flwr-clientapp` process"  # what a SuperNode logs for each message
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_an_unapproved_app_is_refused_on_every_node(fed: LocalFederation, marker
         assert refusal in run_log
         node_log = node.process.log_text(since=marks[name])
         assert "ERROR" in node_log and f"fedrec:app-not-approved: {refusal}" in node_log
-        assert "flwr-clientapp" not in node_log and node.process.alive(), node_log[-2000:]
+        assert CLIENTAPP_STARTED not in node_log and node.process.alive(), node_log[-2000:]
 
 
 def test_the_fedrec_app_unapproved_fails_its_run_naming_the_nodes(
@@ -117,6 +118,7 @@ def test_the_next_approved_run_completes(fed: LocalFederation) -> None:
 
 def test_an_app_approved_without_a_restart_runs(fed: LocalFederation, markers: Path) -> None:
     pids = {name: node.process.pid for name, node in fed.nodes.items()}
+    marks = {name: node.process.log_mark() for name, node in fed.nodes.items()}
     assert append_to_allowlist(fed.allowlist, app_hash(MARKER_APP), "approved by the test")
     record = _marker_run(fed, markers)
     assert record["status"] == COMPLETED, (record, fed.cli.log(record["run-id"])[-3000:])
@@ -124,3 +126,5 @@ def test_an_app_approved_without_a_restart_runs(fed: LocalFederation, markers: P
         f"MARKER-node-{node.node_id}" for node in fed.nodes.values()}
     assert len(_marker_files(fed.work_dir / "nodes")) >= len(fed.nodes)  # imported on each node
     assert pids == {name: node.process.pid for name, node in fed.nodes.items()}  # no restart
+    for name, node in fed.nodes.items():  # so the refused run's log would have shown it
+        assert CLIENTAPP_STARTED in node.process.log_text(since=marks[name])
