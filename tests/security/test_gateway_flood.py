@@ -107,14 +107,13 @@ def test_other_clients_are_served_while_one_client_holds_hundreds_of_connections
     _wait_for(gw, open=1)  # only the /metrics request itself: start-up's check has gone
     flood = [_connect(FLOODER, port) for _ in range(FLOOD)]
     try:
-        time.sleep(0.5)
+        counts = _wait_for(gw, per_client=FLOOD - CAP, open=CAP + 1)  # + the /metrics request
+        assert counts["per_client"] == FLOOD - CAP and counts["open"] == CAP + 1, counts
+        # every connection over the cap was reset at once; the first CAP are held open
         refused = [sock for sock in flood if _closed_by_server(sock, 0)]
-        # every connection over the cap was closed at once; the first CAP are held open
         assert len(refused) == FLOOD - CAP
         held = [sock for sock in flood if sock not in refused]
         assert not any(_closed_by_server(sock, 0) for sock in held)
-        counts = _wait_for(gw, per_client=FLOOD - CAP, open=CAP + 1)  # + the /metrics request
-        assert counts["per_client"] == FLOOD - CAP and counts["open"] == CAP + 1, counts
         # another address is served while the flood holds: new connections and a kept-alive one
         latencies = []
         for k in range(100):  # a new connection each (connect time included)
@@ -200,9 +199,12 @@ def test_total_cap_refuses_new_connections_at_once(checkpoint, gateways, tmp_pat
     _wait_for(gw, open=1)
     time.sleep(0.5)  # and that request's connection is gone too
     socks = [_connect(f"127.0.0.{10 + k % 5}", port) for k in range(20)]  # 5 addresses
-    try:
-        time.sleep(0.5)
-        refused = [s for s in socks if _closed_by_server(s, 0)]
+    try:  # (the gateway is full: /metrics cannot be asked now)
+        deadline = time.monotonic() + 10
+        refused: list[socket.socket] = []
+        while len(refused) < 20 - 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            refused = [s for s in socks if _closed_by_server(s, 0)]
         assert len(refused) == 20 - 12
         assert not any(_closed_by_server(s, 0) for s in socks if s not in refused)
     finally:
