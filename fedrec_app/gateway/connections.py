@@ -12,7 +12,7 @@ wraps uvicorn's HTTP protocol class (httptools, else h11) and, per connection:
 
 Idle keep-alive connections between requests stay bounded by uvicorn's ``timeout_keep_alive``.
 Counts are per process; everything runs on the server's event loop (no locks). The fast path
-costs one attribute check per ``data_received`` and one timer per connection.
+costs a few attribute reads per ``data_received`` and one timer per connection.
 """
 
 from __future__ import annotations
