@@ -9,10 +9,12 @@ The federation is a TLS SuperLink with SuperNode auth and N authenticated SuperN
 2. ``in_process``: fedrec with no trainer running, so every ClientApp imports TensorFlow and
    loads its partition;
 3. ``warm``: fedrec again after each node's warm trainer (``fedrec trainers``) has started;
-4. ``warm_direct`` and ``noop_direct``: the same two again with the SuperNodes dialling the
-   SuperLink's own port instead of its Fleet proxy (nginx): the proxy's cost per round is
-   ``warm / warm_direct`` (and ``noop / noop_direct``). Runs where nginx is not installed skip
-   them.
+4. the Fleet proxy's cost, in the order warm_direct, noop_direct (the SuperNodes dial the
+   SuperLink's own port), then noop_again, warm_again (through the Fleet proxy, nginx, again):
+   each pair is measured around the same moment, so drift in the machine's speed cancels out.
+   ``proxy_ratio`` is mean(warm, warm_again) / warm_direct, ``proxy_ratio_noop`` is
+   noop_again / noop_direct (the first no-op run also pays the federation's first round).
+   Runs where nginx is not installed skip them.
 
 Seconds per round are the server's: from sending a round's messages to having aggregated the
 replies (the no-op app: between FedAvg's round-end callbacks), averaged over all rounds, the
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 APPS = ("noop", "in_process", "warm")
 DIRECT = ("warm_direct", "noop_direct")  # the SuperNodes bypass the Fleet proxy
+AGAIN = ("noop_again", "warm_again")  # through the proxy again, after the direct runs
 _NOOP_ROUND = re.compile(r"\[noopapp\] round (\d+) seconds=([0-9.]+)")
 _IMPORT_PROBE = (
     "import time; import flwr.clientapp; t = time.perf_counter(); import {modules}; "
@@ -109,14 +112,19 @@ def run_training_bench(
             log.info("%s: %d rounds of fedrec", app, rounds)
             runs[app] = _fedrec_figures(fed.run(APP_DIR, signed, timeout=timeout), work_dir)
         if fed.fleet_proxy:
-            log.info("the SuperNodes now dial the SuperLink directly, bypassing the Fleet proxy")
-            fed.redial_nodes(fed.control_address)
-            runs["warm_direct"] = _fedrec_figures(fed.run(APP_DIR, signed, timeout=timeout),
-                                                  work_dir)
-            record = fed.run(NOOP_APP_DIR, {"num-server-rounds": rounds, "min-nodes": num_nodes,
-                                            "fraction-evaluate": 0.0}, timeout=timeout)
-            runs["noop_direct"] = _run_figures(record,
-                                               noop_round_seconds(fed.cli.log(record["run-id"])))
+            noop_config = {"num-server-rounds": rounds, "min-nodes": num_nodes,
+                           "fraction-evaluate": 0.0}
+            for names, superlink in ((DIRECT, fed.control_address), (AGAIN, fed.address)):
+                log.info("the SuperNodes now dial %s", superlink)
+                fed.redial_nodes(superlink)
+                for name in names:
+                    if name.startswith("warm"):
+                        record = fed.run(APP_DIR, signed, timeout=timeout)
+                        runs[name] = _fedrec_figures(record, work_dir)
+                    else:
+                        record = fed.run(NOOP_APP_DIR, noop_config, timeout=timeout)
+                        seconds = noop_round_seconds(fed.cli.log(record["run-id"]))
+                        runs[name] = _run_figures(record, seconds)
         startup = dict(fed.timings)
     return {
         "nodes": num_nodes,
@@ -162,11 +170,13 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     """``{"noop": s, "in_process": s, "warm": s, …}``: mean seconds per round of each run, and
     the Fleet proxy's cost as ``proxy_ratio`` (warm / warm_direct) where it was measured."""
     runs = result["runs"]
-    figures = {app: round(runs[app]["mean_round_seconds"], 3) for app in (*APPS, *DIRECT)
+    figures = {app: round(runs[app]["mean_round_seconds"], 3) for app in (*APPS, *DIRECT, *AGAIN)
                if app in runs}
-    if "warm_direct" in runs:
-        figures["proxy_ratio"] = round(figures["warm"] / figures["warm_direct"], 3)
-        figures["proxy_ratio_noop"] = round(figures["noop"] / figures["noop_direct"], 3)
+    if "warm_again" in runs:
+        proxied = statistics.fmean(runs[a]["mean_round_seconds"] for a in ("warm", "warm_again"))
+        figures["proxy_ratio"] = round(proxied / runs["warm_direct"]["mean_round_seconds"], 3)
+        figures["proxy_ratio_noop"] = round(runs["noop_again"]["mean_round_seconds"]
+                                            / runs["noop_direct"]["mean_round_seconds"], 3)
     return figures
 
 
@@ -180,7 +190,7 @@ def table(result: dict[str, Any]) -> str:
         "| run | mean s/round | x no-op | rounds (s) | slowest node's handler (s, mean) |",
         "|---|---|---|---|---|",
     ]
-    for app in (a for a in (*APPS, *DIRECT) if a in runs):
+    for app in (a for a in (*APPS, *DIRECT, *AGAIN) if a in runs):
         run = runs[app]
         node = f"{run['node_seconds']:.2f}" if "node_seconds" in run else "-"
         rounds = " ".join(f"{s:.1f}" for s in run["round_seconds"])
@@ -188,12 +198,12 @@ def table(result: dict[str, Any]) -> str:
             f"| {app} | {run['mean_round_seconds']:.2f} | "
             f"{run['mean_round_seconds'] / noop:.2f} | {rounds} | {node} |"
         )
-    if "warm_direct" in runs:
+    if "warm_again" in runs:
         ratios = headline(result)
-        rows += ["", f"Fleet proxy's cost per round: warm / warm_direct = "
-                 f"{ratios['proxy_ratio']:.3f}, noop / noop_direct = "
+        rows += ["", f"Fleet proxy's cost per round: mean(warm, warm_again) / warm_direct = "
+                 f"{ratios['proxy_ratio']:.3f}, noop_again / noop_direct = "
                  f"{ratios['proxy_ratio_noop']:.3f} (`_direct`: the SuperNodes dial the "
-                 "SuperLink's own port)"]
+                 "SuperLink's own port; run in the order direct, direct, again, again)"]
     rows.append("")
     rows += [
         f"ClientApp imports on top of Flower ({app}): {seconds:.2f} s"

@@ -45,12 +45,16 @@ def test_table_gives_each_run_against_the_no_op() -> None:
 
 
 def test_the_fleet_proxys_cost_is_the_ratio_to_the_direct_runs() -> None:
-    result = _result()
-    result["runs"]["warm_direct"] = {"round_seconds": [6.0, 6.5], "mean_round_seconds": 6.25 / 1.25,
-                                     "node_seconds": 1.0}
-    result["runs"]["noop_direct"] = {"round_seconds": [4.0], "mean_round_seconds": 4.0}
+    def run(mean: float) -> dict:
+        return {"round_seconds": [mean], "mean_round_seconds": mean, "node_seconds": 1.0}
+
+    result = _result()  # warm 6.25
+    result["runs"].update(warm_direct=run(5.0), noop_direct=run(4.0), noop_again=run(5.0),
+                          warm_again=run(6.75))
     figures = headline(result)
-    assert figures["proxy_ratio"] == 1.25 and figures["proxy_ratio_noop"] == 1.25
+    assert figures["proxy_ratio"] == 1.3  # mean(6.25, 6.75) / 5.0
+    assert figures["proxy_ratio_noop"] == 1.25  # 5.0 / 4.0
     text = table(result)
-    assert "| warm_direct | 5.00 | 1.00 | 6.0 6.5 | 1.00 |" in text
-    assert "warm / warm_direct = 1.250, noop / noop_direct = 1.250" in text
+    assert "| warm_direct | 5.00 | 1.00 | 5.0 | 1.00 |" in text
+    assert "| warm_again | 6.75 | 1.35 | 6.8 | 1.00 |" in text
+    assert "/ warm_direct = 1.300, noop_again / noop_direct = 1.250" in text
