@@ -234,14 +234,19 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         "checkpoint": "synthetic (ML-100k size)" if cfg.checkpoint is None else str(ckpt.path),
         "num_users": len(ckpt.arrays["user_ids"]),
         "num_items": len(ckpt.catalogue),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": _machine(load_before),
         "config": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
         "results": rows,
+    }
+
+
+def _machine(load_before: float) -> dict[str, Any]:
+    """Where a bench ran: cores, Python, platform, 1-minute load before and after."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -429,12 +434,7 @@ def run_flood_bench(cfg: FloodBenchConfig, work: Path) -> dict[str, Any]:
         "checkpoint": "synthetic (ML-100k size)" if cfg.checkpoint is None else str(ckpt.path),
         "flooder": FLOODER,
         "clients": CLIENTS,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": _machine(load_before),
         "config": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
         "results": rows,
     }
