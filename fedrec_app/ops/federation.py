@@ -61,6 +61,7 @@ FEDREC_APP_DIR = Path(__file__).resolve().parents[2]  # the checkout: the fedrec
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
+CONNECTION_FAILED = r"Connection attempt failed"
 # Trainers here share the host with the SuperLink, the SuperNodes and the ServerApp: until they
 # are warmed up they run at a lower CPU priority, so that those start first (`fedrec trainers
 # --nice`).
@@ -284,7 +285,7 @@ class LocalFederation:
         return self.superlink_command.address
 
     def start_superlink(self) -> None:
-        """The SuperLink (waits for /health) and, the first time, its Fleet proxy."""
+        """The SuperLink (waits for /health) and its Fleet proxy, unless that is running."""
         cmd = self.superlink_command
         self.link_home.mkdir(parents=True, exist_ok=True)
         if self.superlink is None:
@@ -293,11 +294,12 @@ class LocalFederation:
                 self.logs / "superlink.log", cwd=self.link_home,
             )
         self.superlink.start()
-        if self.fleet_proxy and self.proxy is None:
+        if self.fleet_proxy and not (self.proxy and self.proxy.alive()):
             proxy = self.proxy_command
             proxy.write()
-            self.proxy = ManagedProcess("proxy", proxy.argv(), flower_env(proxy.folder),
-                                        self.logs / "proxy.log")
+            if self.proxy is None:
+                self.proxy = ManagedProcess("proxy", proxy.argv(), flower_env(proxy.folder),
+                                            self.logs / "proxy.log")
             self.proxy.start()
         self.superlink.wait_https_ready(cmd.health_url, self.certs.ca_cert, self.ready_timeout)
         if self.proxy is not None:
@@ -305,19 +307,34 @@ class LocalFederation:
         self.cli.configure(cmd.address, self.certs.ca_cert)
 
     def stop_superlink(self) -> None:
+        """Stop the Fleet proxy and the SuperLink (a SuperLink host going down: with the proxy
+        left up, a node might never notice that the SuperLink behind it restarted)."""
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.superlink is not None:
             self.superlink.stop()
 
     def restart_superlink(self, wait_nodes: bool = True) -> None:
-        """Stop and start the SuperLink on the same database; optionally wait until every
-        running SuperNode has reconnected (its log says so: the database still lists nodes
-        `online` for up to a minute after the SuperLink went down)."""
+        """Stop and start the SuperLink (and its proxy) on the same database; optionally wait
+        until every running SuperNode has reconnected (its log says so: the database still lists
+        nodes `online` for up to a minute after the SuperLink went down)."""
         running = [n for n in self.nodes.values() if n.process and n.process.alive()]
         marks = {n.name: n.process.log_mark() for n in running if n.process}
         self.stop_superlink()
+        # Down until each node has noticed (an idle node asks every 3 s): one that never saw
+        # the outage would never log its reconnection either.
+        noticed = []
+        for node in running:
+            assert node.process is not None
+            try:
+                node.process.wait_for_log(CONNECTION_FAILED, 15, since=marks[node.name])
+                noticed.append(node)
+            except ProcessError:
+                if not node.process.alive():
+                    raise
         self.start_superlink()
         if wait_nodes:
-            for node in running:
+            for node in noticed:
                 assert node.process is not None
                 node.process.wait_for_log(RECONNECTED, self.max_wait_time,
                                           since=marks[node.name])

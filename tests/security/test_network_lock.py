@@ -134,7 +134,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         host_key, operator_key = _ssh_keys(work / "ssh")
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
         sshd_config = _sshd_config(work / "ssh", host_key, operator_key, link_ip)
-        stack.start("sshd", ns.exec("link", [SSHD, "-D", "-e", "-f", sshd_config]), work / "ssh")
+        sshd = stack.start("sshd", ns.exec("link", [SSHD, "-D", "-e", "-f", sshd_config]),
+                           work / "ssh")
+        sshd.wait_for_log(f"Server listening on {link_ip} port {SSH_PORT}", 30)
         known_hosts = work / "ssh" / "known_hosts"
         host_pub = Path(f"{host_key}.pub").read_text().split()[:2]
         known_hosts.write_text(f"[{link_ip}]:{SSH_PORT} {' '.join(host_pub)}\n")
@@ -144,10 +146,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ExitOnForwardFailure=yes",
             "-L", f"127.0.0.1:{TUNNEL_PORT}:127.0.0.1:{LINK_PORT}", f"root@{link_ip}",
         ]  # fmt: skip
-        stack.start("tunnel", ns.exec("cli", tunnel), work / "operator")
+        tunnel_process = stack.start("tunnel", ns.exec("cli", tunnel), work / "operator")
         operator = NetnsCli(work / "operator", ns, "cli")
         operator.configure(f"127.0.0.1:{TUNNEL_PORT}", certs.ca_cert)
-        wait_superlink(operator, superlink)
+        wait_superlink(operator, tunnel_process)  # fails at once if the tunnel exits
+        assert superlink.alive()
         node_ids = {key.name: operator.register(key.public) for key in keys[:2]}
 
         approved = work / "approved-apps.txt"
