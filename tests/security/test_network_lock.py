@@ -191,6 +191,11 @@ def test_lab_hosts_cannot_use_the_control_api(lab: Lab, role: str) -> None:
     nodes = {n["node-id"]: n["status"] for n in lab.operator.nodes()}
     assert nodes == {i: "online" for i in lab.node_ids.values()}
     assert lab.operator._call("ls", lab.operator.connection)["runs"] == runs_before
+    # and the operator can see the attempts: the proxy logged each refusal with its source
+    source = lab.ns.addr(role)
+    refused = [line for line in (lab.work / "proxy" / "access.log").read_text().splitlines()
+               if line.startswith(f"{source} ") and "/v1/control/" in line and '" 404 ' in line]
+    assert len(refused) >= 6, refused
 
 
 @pytest.mark.parametrize("role", ["gw", "sn1"])
