@@ -187,7 +187,7 @@ def _prepare(
     if part.catalogue.fingerprint != order.catalogue_fingerprint:
         raise NodeFailure(
             "catalogue-mismatch",
-            f"{part.set_dir}/items.csv is {part.catalogue.fingerprint}, "
+            f"{part.folder}/items.csv is {part.catalogue.fingerprint}, "
             f"server has {order.catalogue_fingerprint}",
         )
     if protocol.ARRAYS not in content.array_records:

@@ -1,10 +1,102 @@
-"""Names inside a partition set (``partitions/NAME``), shared by writers and by nodes.
+"""Names inside a partition folder, and the check a node runs on its own folder.
 
-Imports nothing heavy: the ClientApp resolves a node's partition folder with it.
+A partition folder (``partition-<k>`` of a demo set, or a site's own folder) is self-contained:
+``train.csv``, ``val.csv``, ``test.csv``, ``items.csv`` (a copy of the shared catalogue) and its
+own ``manifest.yaml`` (sha256, bytes and rows of each file, the catalogue's fingerprint, how the
+folder was made) that says nothing about any other partition.
+
+Imports nothing heavy (yaml and hashlib): the ClientApp resolves a node's partition folder with
+it and ``fedrec deploy supernode --dry-run`` verifies the folder with it.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedrec_app.errors import FedrecError
+
+MANIFEST = "manifest.yaml"
+ITEMS = "items.csv"
+PART_FILES: tuple[str, ...] = ("train.csv", "val.csv", "test.csv")
+PARTITION_KIND = "partition"
+PARTITION_FORMAT = 1
+
 
 def partition_dir_name(index: int) -> str:
     return f"partition-{index}"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_partition_manifest(folder: Path) -> dict[str, Any]:
+    """The parsed own ``manifest.yaml`` of a partition folder; FedrecError naming the file."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise FedrecError(f"partition folder {folder} not found")
+    if not path.exists():
+        old = (folder.parent / MANIFEST).is_file()
+        hint = (
+            " (this folder was made before partition folders carried their own manifest: remake "
+            "it with `fedrec partition`, or `fedrec partition site` for a site's own ratings)"
+            if old
+            else " (make the folder with `fedrec partition site`, see docs/data.md)"
+        )
+        raise FedrecError(f"{path}: missing: not a partition folder{hint}")
+    try:
+        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FedrecError(f"{path}: cannot read partition manifest: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FedrecError(f"{path}: malformed partition manifest ({exc})") from exc
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("kind") != PARTITION_KIND
+        or manifest.get("format_version") != PARTITION_FORMAT
+        or not isinstance(manifest.get("files"), dict)
+        or not isinstance(manifest.get("catalogue"), dict)
+        or isinstance(manifest.get("index"), bool)
+        or not isinstance(manifest.get("index"), int)
+    ):
+        raise FedrecError(f"{path}: not a format-{PARTITION_FORMAT} partition manifest")
+    missing = [name for name in (ITEMS, *PART_FILES) if name not in manifest["files"]]
+    if missing:
+        raise FedrecError(f"{path}: files: {', '.join(missing)} not listed")
+    fingerprint = manifest["catalogue"].get("fingerprint")
+    if fingerprint != "sha256:" + str(manifest["files"][ITEMS].get("sha256")):
+        raise FedrecError(
+            f"{path}: catalogue.fingerprint {fingerprint!r} is not the sha256 of {ITEMS}"
+        )
+    return manifest
+
+
+def verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Check each listed file's size and sha256; FedrecError naming the first file that is off."""
+    for name, record in files.items():
+        path = Path(folder) / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FedrecError(f"{path}: missing (listed in the partition manifest)") from None
+        except OSError as exc:
+            raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        if len(data) != record.get("bytes"):
+            raise FedrecError(
+                f"{path}: {len(data)} bytes, the manifest says {record.get('bytes')} "
+                "(truncated or altered)"
+            )
+        if sha256_bytes(data) != record.get("sha256"):
+            raise FedrecError(f"{path}: sha256 differs from the manifest (altered)")
+
+
+def verify_partition_folder(folder: Path) -> dict[str, Any]:
+    """Check every file of a partition folder against its own manifest; return the manifest."""
+    manifest = read_partition_manifest(folder)
+    verify_files(folder, manifest["files"])
+    return manifest

@@ -6,6 +6,11 @@ On disk (``partitions/NAME``): ``manifest.yaml``, ``items.csv`` (the catalogue) 
 for model selection; the union of train and val over all partitions is the source training split
 and the union of test is the source test split, exactly.
 
+Each ``partition-<k>`` is self-contained (``fedrec_app.data.layout``): it also holds a copy of
+``items.csv`` and its own ``manifest.yaml``, which says nothing about the other partitions, so a
+site gets only its own folder and a node verifies it alone. A site with its own ratings makes
+such a folder with ``fedrec_app.data.site``.
+
 Schemes (how users are assigned; every scheme then makes sure each partition has test users):
 
 - ``random``: users shuffled with the seed and dealt round-robin (users with test ratings first),
@@ -19,7 +24,6 @@ Schemes (how users are assigned; every scheme then makes sure each partition has
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -32,7 +36,17 @@ import pandas as pd
 import yaml
 
 from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
-from fedrec_app.data.layout import partition_dir_name
+from fedrec_app.data.layout import (
+    ITEMS,
+    MANIFEST,
+    PART_FILES,
+    PARTITION_FORMAT,
+    PARTITION_KIND,
+    partition_dir_name,
+    sha256_bytes,
+    verify_files,
+    verify_partition_folder,
+)
 from fedrec_app.data.movielens import (
     HOLDOUT,
     HOLDOUT_FRACTION,
@@ -55,9 +69,6 @@ SCHEMES: tuple[str, ...] = ("random", "activity", "genre")
 DEFAULT_ALPHA = 0.5
 DEFAULT_VAL_FRACTION = 0.05
 FORMAT_VERSION = 1
-MANIFEST = "manifest.yaml"
-ITEMS = "items.csv"
-PART_FILES: tuple[str, ...] = ("train.csv", "val.csv", "test.csv")
 # Manifest keys that define a partition set: equal keys (and sources) mean the same set.
 _PARAMETER_KEYS = (
     "format_version", "scheme", "alpha", "seed", "split", "num_partitions", "val_fraction",
@@ -72,7 +83,7 @@ class Partition:
     val: pd.DataFrame
     test: pd.DataFrame
     catalogue: Catalogue
-    set_dir: Path
+    folder: Path  # the partition folder (resolved)
 
 
 @dataclass(frozen=True)
@@ -261,24 +272,26 @@ def _write_set(
         labels = {
             name: user_part.loc[frame["user_id"]].to_numpy() for name, frame in frames.items()
         }
+        origin = {"kind": "split", **{k: v for k, v in params.items() if k != "format_version"}}
         for index in range(k):
             folder = staging / partition_dir_name(index)
             folder.mkdir()
-            files = {}
-            for name, frame in frames.items():
-                rows = frame[labels[name] == index]
-                data = _csv_bytes(rows)
-                (folder / name).write_bytes(data)
-                files[name] = {"sha256": _sha256(data), "rows": len(rows), "bytes": len(data)}
+            own = write_partition_folder(
+                folder,
+                index,
+                origin,
+                catalogue,
+                {name: frame[labels[name] == index] for name, frame in frames.items()},
+                users=int((user_part == index).sum()),
+                items=items,
+            )
             entries.append(
                 {
                     "index": index,
                     "path": partition_dir_name(index),
-                    "users": int((user_part == index).sum()),
-                    "test_users": int(
-                        frames["test.csv"]["user_id"][labels["test.csv"] == index].nunique()
-                    ),
-                    "files": files,
+                    "users": own["users"],
+                    "test_users": own["test_users"],
+                    "files": {name: own["files"][name] for name in frames},
                 }
             )
         manifest = {
@@ -288,7 +301,7 @@ def _write_set(
                 "users": len(user_part),
                 **{name.removesuffix(".csv"): len(frame) for name, frame in frames.items()},
             },
-            "files": {ITEMS: {"sha256": _sha256(items), "bytes": len(items)}},
+            "files": {ITEMS: {"sha256": sha256_bytes(items), "bytes": len(items)}},
             "partitions": entries,
         }
         (staging / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
@@ -302,6 +315,40 @@ def _write_set(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return manifest
+
+
+def write_partition_folder(
+    folder: Path,
+    index: int,
+    origin: dict[str, Any],
+    catalogue: Catalogue,
+    frames: dict[str, pd.DataFrame],
+    *,
+    users: int,
+    items: bytes | None = None,
+) -> dict[str, Any]:
+    """Write ``train/val/test.csv``, ``items.csv`` and the folder's own ``manifest.yaml`` into
+    ``folder`` (an empty folder); return that manifest. ``origin`` says how the folder was made
+    (never anything about other partitions)."""
+    items = catalogue.to_csv_bytes() if items is None else items
+    (folder / ITEMS).write_bytes(items)
+    files: dict[str, dict[str, Any]] = {ITEMS: {"sha256": sha256_bytes(items), "bytes": len(items)}}
+    for name in PART_FILES:
+        data = _csv_bytes(frames[name])
+        (folder / name).write_bytes(data)
+        files[name] = {"sha256": sha256_bytes(data), "rows": len(frames[name]), "bytes": len(data)}
+    manifest = {
+        "format_version": PARTITION_FORMAT,
+        "kind": PARTITION_KIND,
+        "index": int(index),
+        "origin": origin,
+        "catalogue": {"fingerprint": catalogue.fingerprint, "num_items": len(catalogue)},
+        "users": int(users),
+        "test_users": int(frames["test.csv"]["user_id"].nunique()),
+        "files": files,
+    }
+    (folder / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return manifest
 
 
@@ -379,52 +426,33 @@ def verify_partition_set(set_dir: Path) -> dict[str, Any]:
     """Check every file of a partition set against its manifest; return the manifest."""
     set_dir = Path(set_dir)
     manifest = read_manifest(set_dir)
-    _verify_files(set_dir, manifest["files"])
+    verify_files(set_dir, manifest["files"])
     for entry in manifest["partitions"]:
-        _verify_files(set_dir / entry["path"], entry["files"])
+        verify_files(set_dir / entry["path"], entry["files"])
+        verify_partition_folder(set_dir / entry["path"])
     return manifest
 
 
-def _verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
-    for name, record in files.items():
-        path = folder / name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FedrecError(f"{path}: missing (listed in the partition manifest)") from None
-        except OSError as exc:
-            raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-        if len(data) != record["bytes"]:
-            raise FedrecError(
-                f"{path}: {len(data)} bytes, the manifest says {record['bytes']} "
-                "(truncated or altered)"
-            )
-        if _sha256(data) != record["sha256"]:
-            raise FedrecError(f"{path}: sha256 differs from the manifest (altered)")
-
-
 def load_partition(path: Path) -> Partition:
-    """Load ONE partition (``…/NAME/partition-<k>``) after checking its files and items.csv
-    against ``../manifest.yaml``."""
+    """Load ONE partition folder (``…/NAME/partition-<k>``, or a site's own folder) after checking
+    its files and its ``items.csv`` against its own ``manifest.yaml``; nothing outside the folder
+    is read."""
     path = Path(path)
-    if not path.is_dir():
-        raise FedrecError(f"partition folder {path} not found")
-    set_dir = path.resolve().parent
-    manifest = read_manifest(set_dir)
-    entry = next((e for e in manifest["partitions"] if e.get("path") == path.resolve().name), None)
-    if entry is None:
-        raise FedrecError(f"{path}: not listed in {set_dir / MANIFEST}")
-    _verify_files(set_dir, manifest["files"])
-    _verify_files(path, entry["files"])
-    catalogue = read_catalogue_csv(set_dir / ITEMS)
+    manifest = verify_partition_folder(path)
+    catalogue = read_catalogue_csv(path / ITEMS)
+    if catalogue.fingerprint != manifest["catalogue"]["fingerprint"]:
+        raise FedrecError(
+            f"{path / ITEMS}: catalogue fingerprint {catalogue.fingerprint} differs from "
+            f"{path / MANIFEST} ({manifest['catalogue']['fingerprint']})"
+        )
     frames = {name: _read_csv(path / name) for name in PART_FILES}
     return Partition(
-        index=int(entry["index"]),
+        index=int(manifest["index"]),
         train=frames["train.csv"],
         val=frames["val.csv"],
         test=frames["test.csv"],
         catalogue=catalogue,
-        set_dir=set_dir,
+        folder=path.resolve(),
     )
 
 
@@ -444,12 +472,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return ratings_frame(frame["user_id"], frame["movie_id"], frame["rating"], frame["timestamp"])
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _sha256_file(path: Path) -> str:
     try:
-        return _sha256(path.read_bytes())
+        return sha256_bytes(path.read_bytes())
     except OSError as exc:
         raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc

@@ -219,7 +219,7 @@ def set_dir(synthetic_ml: Path, tmp_path: Path) -> Path:
 def test_load_partition(set_dir: Path) -> None:
     part = load_partition(set_dir / "partition-2")
     assert part.index == 2
-    assert part.set_dir == set_dir.resolve()
+    assert part.folder == (set_dir / "partition-2").resolve()
     for frame in (part.train, part.val, part.test):
         assert list(frame.columns) == ["user_id", "movie_id", "rating", "timestamp"]
         assert [str(t) for t in frame.dtypes] == ["int64", "int64", "float32", "int64"]
@@ -227,7 +227,7 @@ def test_load_partition(set_dir: Path) -> None:
         load_partition_set_member(set_dir, 3)
 
 
-@pytest.mark.parametrize("name", ["train.csv", "val.csv", "test.csv", "../items.csv"])
+@pytest.mark.parametrize("name", ["train.csv", "val.csv", "test.csv", "items.csv"])
 def test_load_detects_missing_file(set_dir: Path, name: str) -> None:
     path = set_dir / "partition-1" / name
     path.unlink()
@@ -235,7 +235,7 @@ def test_load_detects_missing_file(set_dir: Path, name: str) -> None:
         load_partition(set_dir / "partition-1")
 
 
-@pytest.mark.parametrize("name", ["train.csv", "test.csv", "../items.csv"])
+@pytest.mark.parametrize("name", ["train.csv", "test.csv", "items.csv"])
 def test_load_detects_truncated_file(set_dir: Path, name: str) -> None:
     path = set_dir / "partition-1" / name
     path.write_bytes(path.read_bytes()[:-20])
@@ -243,7 +243,7 @@ def test_load_detects_truncated_file(set_dir: Path, name: str) -> None:
         load_partition(set_dir / "partition-1")
 
 
-@pytest.mark.parametrize("name", ["train.csv", "val.csv", "../items.csv"])
+@pytest.mark.parametrize("name", ["train.csv", "val.csv", "items.csv"])
 def test_load_detects_altered_file(set_dir: Path, name: str) -> None:
     path = set_dir / "partition-0" / name
     data = bytearray(path.read_bytes())
@@ -254,15 +254,60 @@ def test_load_detects_altered_file(set_dir: Path, name: str) -> None:
         load_partition(set_dir / "partition-0")
 
 
+def test_each_partition_folder_is_self_contained(set_dir: Path, tmp_path: Path) -> None:
+    """A partition folder moved away from its set loads alone; its own manifest lists only its
+    own files and counts, and pins the catalogue by the sha256 of its items.csv."""
+    whole = yaml.safe_load((set_dir / MANIFEST).read_text())
+    alone = tmp_path / "site-host" / "data"
+    alone.parent.mkdir()
+    (set_dir / "partition-1").rename(alone)
+    part = load_partition(alone)
+    own = yaml.safe_load((alone / MANIFEST).read_text())
+    assert sorted(p.name for p in alone.iterdir()) == ["items.csv", MANIFEST, *sorted(PART_FILES)]
+    assert own["index"] == part.index == 1
+    assert own["catalogue"]["fingerprint"] == part.catalogue.fingerprint
+    assert own["catalogue"]["fingerprint"] == "sha256:" + own["files"]["items.csv"]["sha256"]
+    assert own["files"]["items.csv"] == whole["files"]["items.csv"]
+    entry = whole["partitions"][1]
+    assert own["users"] == entry["users"] and own["test_users"] == entry["test_users"]
+    assert {k: own["files"][k] for k in PART_FILES} == entry["files"]
+    text = (alone / MANIFEST).read_text()
+    assert "partitions" not in own and "totals" not in own
+    for other in (whole["partitions"][0], whole["partitions"][2]):
+        assert other["files"]["train.csv"]["sha256"] not in text
+    assert own["origin"]["kind"] == "split" and own["origin"]["num_partitions"] == 3
+
+
 def test_load_detects_missing_manifest_and_stray_folder(set_dir: Path) -> None:
     (set_dir / "partition-7").mkdir()
-    with pytest.raises(FedrecError, match="partition-7: not listed in"):
+    with pytest.raises(FedrecError, match="partition-7/manifest.yaml: missing: not a partition"):
         load_partition(set_dir / "partition-7")
-    (set_dir / MANIFEST).unlink()
-    with pytest.raises(FedrecError, match="manifest.yaml: cannot read partition manifest"):
+    (set_dir / MANIFEST).unlink()  # the set's manifest: a node does not need it
+    load_partition(set_dir / "partition-0")
+    (set_dir / "partition-0" / MANIFEST).unlink()
+    with pytest.raises(FedrecError, match="partition-0/manifest.yaml: missing"):
         load_partition(set_dir / "partition-0")
     with pytest.raises(FedrecError, match="partition folder .* not found"):
         load_partition(set_dir / "partition-9")
+
+
+def test_old_layout_is_refused_naming_the_missing_manifest(set_dir: Path) -> None:
+    """A set made before partitions carried their own manifest: a clear error, and the demo
+    command refuses to call it present."""
+    (set_dir / "partition-0" / MANIFEST).unlink()
+    with pytest.raises(FedrecError, match=r"partition-0/manifest\.yaml: missing.*remake it"):
+        load_partition(set_dir / "partition-0")
+    with pytest.raises(FedrecError, match=r"partition-0/manifest\.yaml: missing"):
+        verify_partition_set(set_dir)
+
+
+def test_manifest_whose_catalogue_is_not_its_items_is_refused(set_dir: Path) -> None:
+    path = set_dir / "partition-0" / MANIFEST
+    own = yaml.safe_load(path.read_text())
+    own["catalogue"]["fingerprint"] = "sha256:" + "0" * 64
+    path.write_text(yaml.safe_dump(own))
+    with pytest.raises(FedrecError, match="catalogue.fingerprint .* is not the sha256 of items"):
+        load_partition(set_dir / "partition-0")
 
 
 def test_real_u1_five_partitions(ml100k_dir: Path, tmp_path: Path) -> None:
