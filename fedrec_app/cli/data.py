@@ -1,4 +1,5 @@
-"""`fedrec data download` and `fedrec partition`: get MovieLens 100k, split it into partitions."""
+"""`fedrec data download`, `fedrec partition` (the demo: split MovieLens 100k for several sites)
+and `fedrec partition site` (a site's own ratings into its own partition folder)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download.set_defaults(func=_download)
 
     part = subparsers.add_parser(
-        "partition", help="split a MovieLens split into user-disjoint partitions"
+        "partition",
+        help="split a MovieLens split into user-disjoint partitions (the demo); "
+        "`partition site`: a site's own ratings into its partition folder",
     )
-    part.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
-    part.add_argument("--num-partitions", type=int, required=True, metavar="K")
+    part.add_argument("--data", type=Path, help="the ml-100k folder (required)")
+    part.add_argument("--num-partitions", type=int, metavar="K", help="(required)")
     part.add_argument("--scheme", default="random", help="random | activity | genre")
     part.add_argument("--alpha", type=float, help="Dirichlet concentration for --scheme genre")
     part.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
@@ -31,8 +34,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     part.add_argument(
         "--val-fraction", type=float, help="share of each user's training ratings in val.csv (0.05)"
     )
-    part.add_argument("--out", type=Path, required=True, help="e.g. partitions/u1-5")
-    part.set_defaults(func=_partition)
+    part.add_argument("--out", type=Path, help="e.g. partitions/u1-5 (required)")
+    part.set_defaults(func=lambda args: _partition(args, part))
+
+    part_sub = part.add_subparsers(dest="partition_command", metavar="site")
+    site = part_sub.add_parser(
+        "site",
+        help="turn this site's own MovieLens-format ratings into its partition folder",
+        description="Turn this site's own ratings (u.data style tab-separated, or CSV with the "
+        "header user_id,movie_id,rating,timestamp) into a self-contained partition folder "
+        "(train.csv, val.csv, test.csv, items.csv, manifest.yaml) for its SuperNode's data-path.",
+    )
+    site.add_argument("--ratings", type=Path, required=True, help="this site's ratings file")
+    holdout = site.add_mutually_exclusive_group()
+    holdout.add_argument("--test", type=Path, help="this site's test ratings (same format)")
+    holdout.add_argument(
+        "--test-fraction", type=float, help="else hold out this share of each user's ratings (0.2)"
+    )
+    site.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    site.add_argument(
+        "--val-fraction", type=float, help="share of each user's training ratings in val.csv (0.05)"
+    )
+    site.add_argument(
+        "--catalogue", type=Path, required=True, help="the federation's shared items.csv"
+    )
+    site.add_argument("--out", type=Path, required=True, help="the partition folder to write")
+    site.set_defaults(func=_partition_site)
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -48,8 +75,13 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partition(args: argparse.Namespace) -> int:
+def _partition(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fedrec_app.data.partition import make_partitions
+
+    missing = [flag for flag, value in (("--data", args.data), ("--num-partitions",
+               args.num_partitions), ("--out", args.out)) if value is None]  # fmt: skip
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
 
     val = {} if args.val_fraction is None else {"val_fraction": args.val_fraction}
     result = make_partitions(
@@ -76,4 +108,30 @@ def _partition(args: argparse.Namespace) -> int:
             f"  {entry['path']}: {entry['users']} users ({entry['test_users']} with test), "
             f"train {rows['train.csv']}, val {rows['val.csv']}, test {rows['test.csv']}"
         )
+    return 0
+
+
+def _partition_site(args: argparse.Namespace) -> int:
+    from fedrec_app.data.site import make_site_partition
+
+    val = {} if args.val_fraction is None else {"val_fraction": args.val_fraction}
+    result = make_site_partition(
+        args.ratings,
+        args.catalogue,
+        args.out,
+        test=args.test,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        **val,
+    )
+    if result.already_present:
+        print(f"{result.out}: this partition folder is already there and verifies; nothing done")
+        return 0
+    m = result.manifest
+    rows = {name: f["rows"] for name, f in m["files"].items() if "rows" in f}
+    print(
+        f"{result.out}: {m['users']} users ({m['test_users']} with test), train "
+        f"{rows['train.csv']}, val {rows['val.csv']}, test {rows['test.csv']}; catalogue "
+        f"{m['catalogue']['fingerprint']}"
+    )
     return 0
