@@ -3,14 +3,24 @@
 # bridge, with its own address. Needs root (CI runs as root).
 #
 #   deploy/netns.sh up [N]     namespaces <P>br (bridge), <P>link, <P>cli, <P>gw, <P>sn1..<P>snN
-#   deploy/netns.sh down       delete every namespace with the prefix (stop processes first!)
+#   deploy/netns.sh down       delete the namespaces `up` made with this prefix, and nothing else
+#                              (stop the processes inside them first!)
 #   deploy/netns.sh addr ROLE  print a role's address (link, cli, gw, sn1, ...)
 #
-# Environment: FEDREC_NETNS_PREFIX (default "fr-"), FEDREC_NETNS_SUBNET (default "10.77.0").
+# Environment (give `down` and `addr` the same values as `up`):
+#   FEDREC_NETNS_PREFIX  namespace name prefix <P>, at most 8 characters (default "fr-"); one
+#                        prefix = one topology, so two can coexist with different prefixes
+#   FEDREC_NETNS_SUBNET  first three octets of the bridge's /24 (default "10.77.0", the
+#                        addresses of deploy/federation.yaml)
+#   FEDREC_NETNS_STATE   folder of the state files (default /run/fedrec-netns): `up` records
+#                        each namespace it makes in <state>/<P>.list; `down` deletes exactly
+#                        those, then the file. Namespaces it did not make are never touched.
 # Addresses: link .1, cli .5, gw .6, snI .(10+I). They exist only inside the namespaces.
 set -euo pipefail
 P=${FEDREC_NETNS_PREFIX:-fr-}
 NET=${FEDREC_NETNS_SUBNET:-10.77.0}
+STATE_DIR=${FEDREC_NETNS_STATE:-/run/fedrec-netns}
+STATE="$STATE_DIR/${P}.list"
 
 addr() {
   case "$1" in
@@ -22,10 +32,15 @@ addr() {
   esac
 }
 
+made() { # create namespace $1 and record it, so that `down` deletes it (and only it)
+  ip netns add "$1"
+  echo "$1" >>"$STATE"
+}
+
 attach() { # role: a namespace with one veth end on the bridge and the role's address
   local ns="$P$1" peer="v$P$1" ip
   ip=$(addr "$1")
-  ip netns add "$ns"
+  made "$ns"
   ip link add "$peer" type veth peer name eth0 netns "$ns"
   ip link set "$peer" netns "${P}br"
   ip -n "${P}br" link set "$peer" master br0
@@ -36,20 +51,28 @@ attach() { # role: a namespace with one veth end on the bridge and the role's ad
 }
 
 down() {
-  local ns
-  for ns in $(ip netns list | awk '{print $1}'); do
-    case "$ns" in "$P"br|"$P"link|"$P"cli|"$P"gw|"$P"sn[0-9]*) ip netns del "$ns" ;; esac
-  done
+  local ns existing
+  if [ ! -f "$STATE" ]; then
+    echo "netns.sh: nothing to delete: no $STATE (prefix '$P' was not brought up here)" >&2
+    return 0
+  fi
+  existing=$(ip netns list | awk '{print $1}')
+  while read -r ns; do
+    if [ -n "$ns" ] && grep -qxF "$ns" <<<"$existing"; then ip netns del "$ns"; fi
+  done <"$STATE"
+  rm -f "$STATE"
 }
 
 up() {
   local n=${1:-2} i
   if [ ${#P} -gt 8 ]; then echo "netns.sh: prefix '$P' longer than 8 characters" >&2; exit 2; fi
-  if ip netns list | awk '{print $1}' | grep -qx "${P}br"; then
+  if [ -f "$STATE" ] || ip netns list | awk '{print $1}' | grep -qx "${P}br"; then
     echo "netns.sh: namespaces with prefix '$P' already exist (run 'down' first)" >&2; exit 1
   fi
+  mkdir -p "$STATE_DIR"
+  : >"$STATE"
   trap 'down' ERR
-  ip netns add "${P}br"
+  made "${P}br"
   ip -n "${P}br" link set lo up
   ip -n "${P}br" link add br0 type bridge
   ip -n "${P}br" link set br0 up
