@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--open-docs", action="store_true",
                         help="with --api-key-file, still serve /docs, /redoc and /openapi.json "
                         "without a key (default: 404 when keys are on; always open without keys)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the flags' files and verify the checkpoint (signature, "
+                        "sha256 of every file) as at start, then exit without serving")
     parser.set_defaults(func=run)
 
 
@@ -104,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         watch_interval=args.watch_interval,
         open_docs=args.open_docs,
     )
+    if args.dry_run:
+        return _dry_run(args)
     serve(
         settings,
         host=args.host,
@@ -116,4 +121,18 @@ def run(args: argparse.Namespace) -> int:
             header_timeout=args.header_timeout,
         ),
     )
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Verify and load the checkpoint exactly as a start would; serve nothing."""
+    from fedrec_app.gateway.store import describe, load_source
+    from fedrec_app.signing import load_verify_key
+
+    verify_key = load_verify_key(args.verify_key) if args.verify_key is not None else None
+    recommender = load_source(args.checkpoint, verify_key)
+    signed = "signature verified" if verify_key is not None else "UNSIGNED, not checked"
+    scheme = "https" if args.tls else "http"
+    print(f"checkpoint ok ({signed}): {describe(recommender)}")
+    print(f"would serve {scheme}://{args.host}:{args.port}" + (" (--watch)" if args.watch else ""))
     return 0

@@ -12,11 +12,15 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedrec_app.checkpoint import MANIFEST, CheckpointError
 from fedrec_app.errors import FedrecError
 from fedrec_app.gateway.recommender import Recommender
 from fedrec_app.signing import load_verify_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,15 @@ def resolve_checkpoint(source: Path) -> Path:
         f"{source}: neither a checkpoint folder (no {MANIFEST}) nor a run folder with "
         f"{' or '.join(RUN_POINTERS)}/"
     )
+
+
+def load_source(source: Path, verify_key: Ed25519PublicKey | None) -> Recommender:
+    """Verify and load what the gateway serves from ``source`` (a checkpoint folder, a run
+    folder or a link such as ``current``), as at start; CheckpointError names the folder."""
+    source = Path(source)
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such checkpoint folder (nothing to serve)")
+    return Recommender.load(resolve_checkpoint(source), verify_key)
 
 
 def _signature(source: Path) -> tuple[str, int, int] | None:
@@ -68,9 +81,7 @@ class ModelStore:
             )
         self._lock = threading.Lock()
         self._signature = _signature(self.source)
-        self.current: Recommender = Recommender.load(
-            resolve_checkpoint(self.source), self.verify_key
-        )
+        self.current: Recommender = load_source(self.source, self.verify_key)
         self.reloads = {"ok": 0, "refused": 0}
         self.last_refusal: str | None = None
         log.info("serving %s", describe(self.current))

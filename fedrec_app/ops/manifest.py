@@ -154,9 +154,17 @@ class Manifest:
 
             self._readable("gateway.verify-key", gw.verify_key)
             try:
-                load_verify_key(gw.verify_key)
+                verify_key = load_verify_key(gw.verify_key)
             except FedrecError as exc:
                 raise ManifestError(f"{self.path}: gateway.verify-key: {exc}") from None
+            from fedrec_app.gateway.store import load_source
+
+            try:  # what the gateway would serve, verified as at its start
+                load_source(gw.checkpoint, verify_key)
+            except FedrecError as exc:
+                raise ManifestError(f"{self.path}: gateway.checkpoint: {exc} (publish one: "
+                                    "deploy/README.md, 'Get the checkpoint to the gateway')"
+                                    ) from None
         else:
             raise ManifestError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gateway.conftest import make_checkpoint
 
 from fedrec_app.ops.app_approval import append_to_allowlist
 from fedrec_app.ops.certs import issue_server_cert, make_certs, make_node_keys
 from fedrec_app.ops.deploy import launch_for, proxy_command
 from fedrec_app.ops.manifest import ManifestError, load_manifest
+from fedrec_app.signing import load_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,6 +55,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "data" / part).mkdir(parents=True)
     for name in ("site1", "site2"):
         append_to_allowlist(root / "approved" / f"{name}.txt", "a" * 64)
+    # the gateway's checkpoint, signed with this site's federation key
+    make_checkpoint(root / "ckpt" / "final",
+                    key=load_signing_key(root / "certs" / "federation-signing.key"))
+    make_checkpoint(root / "ckpt" / "unsigned", signed=False)
+    make_checkpoint(root / "ckpt" / "other-key")  # signed, but by another federation's key
     return root
 
 
@@ -115,6 +122,7 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert gateway[gateway.index("--verify-key") + 1] == str(
         site / "certs" / "federation-signing.pub")
     assert "--allow-unsigned" not in gateway
+    assert "--watch" in gateway  # a published checkpoint (checkpoints/current) is picked up
 
 
 @pytest.mark.parametrize(
@@ -153,6 +161,14 @@ def test_structural_errors_name_the_field(site: Path, changes: dict, field: str)
          r"gateway\.verify-key: cannot read .*none\.pub"),
         ({"gateway.verify-key": "certs/ca.crt"}, "gateway", None,  # a certificate, not the key
          r"gateway\.verify-key: .*ca\.crt: not a PEM public key"),
+        ({"gateway.checkpoint": "ckpt/none"}, "gateway", None,
+         r"gateway\.checkpoint: .*ckpt/none: no such checkpoint folder"),
+        ({"gateway.checkpoint": "ckpt/unsigned"}, "gateway", None,
+         r"gateway\.checkpoint: .*ckpt/unsigned: unsigned checkpoint \(no manifest\.sig\)"),
+        ({"gateway.checkpoint": "ckpt/other-key"}, "gateway", None,
+         r"gateway\.checkpoint: .*other-key/manifest\.sig: signature does not verify"),
+        ({"gateway.checkpoint": "data"}, "gateway", None,  # a folder, but no checkpoint in it
+         r"gateway\.checkpoint: .*data: neither a checkpoint folder"),
         ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
          r"supernodes\[0\]\.data-path: .* is not a folder"),
         ({"supernodes.0.approved-apps": "approved/none.txt"}, "supernode", "site1",
