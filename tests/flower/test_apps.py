@@ -2,7 +2,8 @@
 
 Real training, real checkpoints and node state on disk; no SuperLink (the integration tests have
 one). Covers a full run, checkpoint files against the manifest, user rows staying on the node,
-resume, a node lost mid-run, too few nodes, stale messages and a node without a partition.
+resume, a node lost mid-run, too few nodes, stale messages, a node without a partition, a site's own
+partition folder and a node whose catalogue is not the run's.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from fedrec_app import protocol
 from fedrec_app.checkpoint import CheckpointError, read_checkpoint, verify_checkpoint
 from fedrec_app.client_app import app as client_app
 from fedrec_app.config import ConfigError, app_defaults, parse_run_config
-from fedrec_app.data.catalogue import read_catalogue_csv
+from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
 from fedrec_app.data.partition import make_partitions
+from fedrec_app.data.site import make_site_partition
 from fedrec_app.node_state import load_state
 from fedrec_app.server_app import run
 from fedrec_app.signing import new_signing_key, sign
@@ -239,3 +241,48 @@ def test_client_stale_and_unconfigured_nodes_reply_short_codes(
     )
     context = Context(49, 5, dict(node_config), RecordDict(), dict(config))
     assert client_app(unpacked, context).error.reason == "fedrec:bad-message"
+
+
+def _site_folder(synthetic_ml: Path, tmp_path: Path, catalogue: Path) -> Path:
+    """A site's own folder made by `fedrec partition site` from its own ratings file."""
+    tmp_path.mkdir(exist_ok=True)
+    ratings = tmp_path / "site-ratings.tsv"
+    ratings.write_text("".join((synthetic_ml / "u.data").read_text().splitlines(True)[:500]))
+    return make_site_partition(ratings, catalogue, tmp_path / "site-data", seed=1).out
+
+
+def test_a_site_folder_trains_with_the_runs_catalogue(
+    partition_set: Path, synthetic_ml: Path, tmp_path: Path
+) -> None:
+    folder = _site_folder(synthetic_ml, tmp_path, partition_set / "items.csv")
+    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
+    nodes = {
+        101: {"data-path": str(partition_set / "partition-0"), "state-dir": str(tmp_path / "a")},
+        202: {"data-path": str(folder), "state-dir": str(tmp_path / "b")},
+    }
+    final = run(DirectGrid(nodes, run_id=51, run_config=config), parse_run_config(config), 51)
+    assert final is not None
+    assert load_state(tmp_path / "b", "51") is not None  # the site node trained
+
+
+def test_a_node_whose_catalogue_differs_is_refused_with_catalogue_mismatch(
+    partition_set: Path, synthetic_ml: Path, tmp_path: Path
+) -> None:
+    """A site folder that verifies, made with another items.csv (one title changed): the node
+    refuses the run's messages with `catalogue-mismatch`, sending no arrays."""
+    ours = read_catalogue_csv(partition_set / "items.csv")
+    titles = ("Another title (1995)", *ours.titles[1:])
+    other = tmp_path / "other" / "items.csv"
+    other.parent.mkdir()
+    write_catalogue_csv(Catalogue(ours.movie_ids, titles, ours.years, ours.genres), other)
+    folder = _site_folder(synthetic_ml, tmp_path, other)
+    config = _run_config(partition_set, tmp_path / "ckpt")
+    DirectGrid({}, run_id=52, run_config=config)  # the task identity Message() needs
+    node_config = {"data-path": str(folder), "state-dir": str(tmp_path / "state")}
+    context = Context(52, 5, node_config, RecordDict(), dict(config))
+    reply = client_app(_train_message(partition_set, 1), context)
+    assert reply.has_error() and reply.error.reason == "fedrec:catalogue-mismatch"
+    assert not reply.has_content()
+    same = _site_folder(synthetic_ml, tmp_path / "same", partition_set / "items.csv")
+    context = Context(52, 6, {**node_config, "data-path": str(same)}, RecordDict(), dict(config))
+    assert not client_app(_train_message(partition_set, 1), context).has_error()
