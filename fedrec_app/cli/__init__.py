@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     except FedrecError as exc:
         print(f"fedrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        # A command whose pip extra this host did not install (installs per role).
+        from fedrec_app.cli.extras import missing_extra_message
+
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"fedrec {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"fedrec {args.command}: interrupted", file=sys.stderr)
         return 130

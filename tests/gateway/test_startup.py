@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from import_blocker import NOT_IN_GATEWAY, run_without
 from signing_keys import verify_key_file
 
 PROBE = """
@@ -26,5 +27,13 @@ def test_gateway_imports_nothing_heavy(checkpoint_dir) -> None:
         [sys.executable, "-c", PROBE, str(checkpoint_dir), str(verify_key_file())],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_gateway_starts_without_the_packages_its_install_lacks(checkpoint_dir) -> None:
+    # As on a host with only `pip install 'fedrec[gateway]'`: TensorFlow, Keras, Flower, Ray and
+    # pandas cannot be imported at all, and the app is still built from a signed checkpoint.
+    result = run_without(NOT_IN_GATEWAY, PROBE, str(checkpoint_dir), str(verify_key_file()))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
