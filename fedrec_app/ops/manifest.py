@@ -127,6 +127,14 @@ class Manifest:
             if not node.data_path.is_dir():
                 raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {node.data_path} "
                                     "is not a folder on this host")
+            from fedrec_app.data.layout import verify_partition_folder
+
+            try:  # the node's own folder: its manifest, its files' hashes, the catalogue copy
+                verify_partition_folder(node.data_path)
+            except FedrecError as exc:
+                raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {exc} (make it with "
+                                    "`fedrec partition site`: deploy/README.md, 'Each site's "
+                                    "data')") from None
             if role == "supernode":
                 from fedrec_app.ops.app_approval import ApprovalError, read_allowlist
 

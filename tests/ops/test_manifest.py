@@ -15,6 +15,9 @@ import pytest
 import yaml
 from gateway.conftest import make_checkpoint
 
+from fedrec_app.data.catalogue import write_catalogue_csv
+from fedrec_app.data.movielens import read_items
+from fedrec_app.data.site import make_site_partition
 from fedrec_app.ops.app_approval import append_to_allowlist
 from fedrec_app.ops.certs import issue_server_cert, make_certs, make_node_keys
 from fedrec_app.ops.deploy import launch_for, proxy_command
@@ -46,13 +49,12 @@ BASE = {
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def site(tmp_path_factory: pytest.TempPathFactory, synthetic_ml: Path) -> Path:
     root = tmp_path_factory.mktemp("site")
     make_certs(root / "certs", ["10.77.0.1"])
     issue_server_cert(root / "certs", "gateway", ["10.77.0.6"])
     make_node_keys(root / "certs" / "nodes", ["site1", "site2"])
-    for part in ("p0", "p1"):
-        (root / "data" / part).mkdir(parents=True)
+    _partition_folders(root / "data", synthetic_ml)
     for name in ("site1", "site2"):
         append_to_allowlist(root / "approved" / f"{name}.txt", "a" * 64)
     # the gateway's checkpoint, signed with this site's federation key
@@ -61,6 +63,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_checkpoint(root / "ckpt" / "unsigned", signed=False)
     make_checkpoint(root / "ckpt" / "other-key")  # signed, but by another federation's key
     return root
+
+
+def _partition_folders(data: Path, synthetic_ml: Path) -> None:
+    """p0, p1: each site's own partition folder (`fedrec partition site`); and broken ones."""
+    data.mkdir(parents=True)
+    write_catalogue_csv(read_items(synthetic_ml), data / "items.csv")
+    lines = (synthetic_ml / "u.data").read_text().splitlines(True)
+    for k, part in enumerate(("p0", "p1", "altered", "no-items", "no-manifest")):
+        ratings = data / f"{part}.tsv"
+        ratings.write_text("".join(lines[k * 200 : (k + 1) * 200]))
+        make_site_partition(ratings, data / "items.csv", data / part)
+    (data / "altered" / "train.csv").write_text("user_id,movie_id,rating,timestamp\n")
+    (data / "no-items" / "items.csv").unlink()
+    (data / "no-manifest" / "manifest.yaml").unlink()
+    (data / "empty").mkdir()
 
 
 def _write(site: Path, data: dict, name: str = "fed.yaml") -> Path:
@@ -171,6 +188,16 @@ def test_structural_errors_name_the_field(site: Path, changes: dict, field: str)
          r"gateway\.checkpoint: .*data: neither a checkpoint folder"),
         ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
          r"supernodes\[0\]\.data-path: .* is not a folder"),
+        ({"supernodes.0.data-path": "data/empty"}, "supernode", "site1",
+         r"supernodes\[0\]\.data-path: .*data/empty/manifest\.yaml: missing: not a partition "
+         r"folder.*fedrec partition site"),
+        ({"supernodes.1.data-path": "data/no-manifest"}, "trainer", "site2",
+         r"supernodes\[1\]\.data-path: .*no-manifest/manifest\.yaml: missing"),
+        ({"supernodes.0.data-path": "data/altered"}, "supernode", "site1",
+         r"supernodes\[0\]\.data-path: .*altered/train\.csv: .* bytes, the manifest says"),
+        ({"supernodes.0.data-path": "data/no-items"}, "supernode", "site1",
+         r"supernodes\[0\]\.data-path: .*no-items/items\.csv: missing \(listed in the partition "
+         r"manifest\)"),
         ({"supernodes.0.approved-apps": "approved/none.txt"}, "supernode", "site1",
          r"supernodes\[0\]\.approved-apps: .*none\.txt: cannot read the allowlist"),
         ({"supernodes.0.approved-apps": None}, "supernode", "site1",  # default: in state-dir
@@ -226,6 +253,17 @@ def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     result = _fedrec("deploy", "superlink", "-c", str(site / "absent.yaml"))
     assert result.returncode == 2 and "cannot read manifest" in result.stderr
     assert not (site / "state").exists()  # nothing started, nothing written
+
+
+def test_deploy_dry_run_verifies_the_nodes_partition_folder(site: Path) -> None:
+    """`--dry-run` checks the node's own folder (manifest, hashes, catalogue copy), starts
+    nothing, and names the field and the file."""
+    config = _write(site, _mutated(**{"supernodes.1.data-path": "data/no-items"}), "dry.yaml")
+    result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "supernodes[1].data-path: " in result.stderr
+    assert f"{site / 'data' / 'no-items' / 'items.csv'}: missing" in result.stderr
+    assert not (site / "state" / "site2").exists()  # nothing started, nothing written
 
 
 def test_example_manifest_loads(tmp_path: Path) -> None:
