@@ -12,12 +12,16 @@ import pytest
 import yaml
 from launch_helpers import wait_for_output
 
+from fedrec_app.data.catalogue import write_catalogue_csv
+from fedrec_app.data.movielens import read_items
+from fedrec_app.data.site import make_site_partition
 from fedrec_app.ops.app_approval import app_hash, append_to_allowlist
 from fedrec_app.ops.certs import make_certs, make_node_keys
 from fedrec_app.ops.federation import NODE_READY, NOOP_APP_DIR, free_port
 from fedrec_app.ops.flower import COMPLETED, FlwrCli
 from fedrec_app.ops.manifest import load_manifest
 from fedrec_app.ops.process import ManagedProcess
+from fedrec_app.ops.trainer import TRAINER_READY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,12 +30,18 @@ def _deploy(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedrec_app", "deploy", *args]
 
 
-def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
+def test_deploy_roles_run_a_federation(tmp_path: Path, synthetic_ml: Path) -> None:
     make_certs(tmp_path / "certs")
     make_node_keys(tmp_path / "certs" / "nodes", ["site1", "site2"])
+    catalogue = tmp_path / "shared" / "items.csv"
+    catalogue.parent.mkdir()
+    write_catalogue_csv(read_items(synthetic_ml), catalogue)
+    lines = (synthetic_ml / "u.data").read_text().splitlines(True)
     nodes = []
     for i, name in enumerate(("site1", "site2")):
-        (tmp_path / "data" / name).mkdir(parents=True)
+        ratings = tmp_path / "shared" / f"{name}.tsv"  # each site's own ratings
+        ratings.write_text("".join(lines[i * 300 : (i + 1) * 300]))
+        make_site_partition(ratings, catalogue, tmp_path / "data" / name)
         append_to_allowlist(tmp_path / "approved" / f"{name}.txt", app_hash(NOOP_APP_DIR))
         nodes.append({"name": name, "private-key": f"certs/nodes/{name}",
                       "data-path": f"data/{name}", "state-dir": f"state/{name}",
@@ -72,9 +82,9 @@ def test_deploy_roles_run_a_federation(tmp_path: Path) -> None:
         # the nodes came in through the Fleet proxy `deploy superlink` started beside it
         access = (tmp_path / "state" / "superlink" / "proxy" / "access.log").read_text()
         assert "POST /v1/fleet/activate-node" in access, access[-2000:]
-        for name in ("site1", "site2"):  # each node's trainer started: its data dir is empty
+        for name in ("site1", "site2"):  # each node's trainer started on its own folder
             trainer_log = tmp_path / "state" / name / "trainer.log"
-            wait_for_output(trainer_log, "bad-partition", 60)
+            wait_for_output(trainer_log, TRAINER_READY, 180)
         assert "--max-wait-time 61" in " ".join(Path(f"/proc/{procs[2].pid}/cmdline")
                                                 .read_text().split("\0"))
         cli = FlwrCli(manifest.cli_home)
