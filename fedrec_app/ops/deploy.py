@@ -100,7 +100,7 @@ def gateway_launch(manifest: Manifest) -> Launch:
     assert gw is not None, "checked by Manifest.check('gateway')"
     argv = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(gw.checkpoint),
             "--host", gw.host, "--port", str(gw.port), "--verify-key", str(gw.verify_key),
-            "--watch"]  # `fedrec checkpoint publish` repoints checkpoints/current: reload then
+            "--watch"]  # `fedrec checkpoint publish` repoints SERVE_DIR/current: reload then
     if gw.tls:
         argv += ["--tls", "--cert", str(gw.cert), "--key", str(gw.key)]
     if gw.api_key_file is not None:
