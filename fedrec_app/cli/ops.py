@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedrec_app.ops.manifest import Manifest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--san", action="append", default=[], metavar="IP_OR_DNS",
         help="an address SuperNodes and the CLI dial (repeatable)",
     )
+    certs.add_argument("--renew-server", action="store_true",
+                       help="re-issue only server.pem/server.key in --out for the given --san "
+                       "(none: the current certificate's), signed by the existing CA (needs "
+                       "ca.key): ca.crt is kept, so nodes keep trusting the SuperLink")
     certs.add_argument("--force", action="store_true",
                        help="replace an existing CA (or, with --name, that certificate; with "
                        "--signing-key, the signing key pair)")
@@ -60,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="federation manifest (default %(default)s)")
     deploy.add_argument("--dry-run", action="store_true",
                         help="check and print the command line instead of starting it")
+    deploy.add_argument("--no-connect", action="store_true",
+                        help="--dry-run of supernode/register: skip the TLS handshake with the "
+                        "SuperLink (e.g. before it is up)")
     deploy.add_argument("--no-trainer", action="store_true",
                         help="supernode: do not start the node's warm trainer in the background "
                         "(its own unit or `deploy trainer NAME` runs it)")  # fmt: skip
@@ -76,13 +87,23 @@ def _certs(args: argparse.Namespace) -> int:
         issue_server_cert,
         make_certs,
         make_signing_key,
+        renew_server_cert,
     )
 
     if args.signing_key:
-        if args.name or args.san:
-            raise FedrecError("--signing-key takes neither --name nor --san")
+        if args.name or args.san or args.renew_server:
+            raise FedrecError("--signing-key takes neither --name, --san nor --renew-server")
         paths = make_signing_key(args.out, force=args.force)
         print(f"signing key: {paths.signing_key}  (public {paths.signing_pub})")
+        return 0
+    if args.renew_server:
+        if args.name or args.force:
+            raise FedrecError("--renew-server takes neither --name nor --force (it keeps the CA)")
+        cert, key = renew_server_cert(args.out, args.san)
+        print(f"SuperLink:   {cert}  (key {key}), signed by the existing CA {args.out / 'ca.crt'}")
+        print(f"SANs:        {', '.join(certificate_sans(cert))}")
+        print("copy both to the SuperLink host and restart the SuperLink and its proxy; "
+              "nodes keep their ca.crt")
         return 0
     if args.name:
         cert, key = issue_server_cert(args.out, args.name, args.san, force=args.force)
@@ -122,11 +143,14 @@ def _deploy(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.config)
     if args.name is not None and args.role not in ("supernode", "trainer"):
         raise FedrecError(f"deploy {args.role} takes no NAME (got {args.name!r})")
+    if args.no_connect and not args.dry_run:
+        raise FedrecError("--no-connect applies to --dry-run only")
     if args.role == "register":
         if args.dry_run:
             manifest.check("register")
             for node in manifest.supernodes:
                 print(f"{node.name}: would register {node.public_key}")
+            _dry_run_reach(manifest, args)
             return 0
         for name, node_id in register_nodes(manifest).items():
             print(f"{name}: {node_id}")
@@ -151,6 +175,7 @@ def _deploy(args: argparse.Namespace) -> int:
             if background is not None:
                 print(f"# in the background, logging to {background.cwd / log_name}:")
                 print(shlex.join(background.argv))
+        _dry_run_reach(manifest, args)
         return 0
     if args.role == "proxy" or proxy is not None:
         write_proxy_config(manifest)
@@ -160,3 +185,13 @@ def _deploy(args: argparse.Namespace) -> int:
         start_in_background(proxy, proxy.cwd / PROXY_LOG)
     exec_launch(launch)
     return 0  # not reached: exec replaced this process
+
+
+def _dry_run_reach(manifest: Manifest, args: argparse.Namespace) -> None:
+    """--dry-run of a role that dials the SuperLink: a verified TLS handshake with it."""
+    from fedrec_app.ops.reach import check_reachable
+
+    if args.no_connect:
+        return
+    for line in check_reachable(manifest, args.role, args.name):
+        print(f"# {line}")

@@ -223,7 +223,9 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
     if not force:
         _refuse_existing(
             [paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key],
-            "pass --force to replace the CA; every node must then trust the new ca.crt",
+            "to re-issue only the server certificate with the existing CA, run `fedrec certs "
+            f"--out {paths.out} --renew-server --san ...`; --force replaces the CA, and every "
+            "node must then be given the new ca.crt",
         )
     _existing_signing_pair(paths)  # a broken pair stops us before anything is written
     ca_key, ca_cert = _new_ca()
@@ -316,6 +318,25 @@ def issue_server_cert(
     log.info("wrote server certificate %s signed by %s (SANs: %s)", cert_path, paths.ca_cert,
              ", ".join(str(e.value) for e in entries))
     return cert_path, key_path
+
+
+def renew_server_cert(out: Path, sans: list[str] | tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Re-issue the SuperLink's `server.pem`/`server.key` in `out` for `sans` (+ localhost,
+    127.0.0.1, ::1), signed by the EXISTING CA there: `ca.crt` stays as it is, so every node
+    keeps trusting the SuperLink. Needs `ca.key` (the admin machine); refuses without it.
+    Without `sans`, the current server.pem's SANs are kept (a renewal before it expires)."""
+    paths = CertPaths(Path(out))
+    if not sans and paths.server_cert.is_file():
+        sans = [san for san in certificate_sans(paths.server_cert) if san not in DEFAULT_SANS]
+    san_entries(sans)  # validate before touching anything
+    missing = [str(p) for p in (paths.ca_cert, paths.ca_key) if not p.is_file()]
+    if missing:
+        raise FedrecError(
+            f"cannot renew the server certificate without the CA: {', '.join(missing)} missing "
+            "(renew on the admin machine that holds ca.key; `fedrec certs --force` would make a "
+            "NEW CA that no node trusts yet)"
+        )
+    return issue_server_cert(paths.out, SERVER_CERT.removesuffix(".pem"), sans, force=True)
 
 
 def certificate_sans(cert_path: Path) -> list[str]:

@@ -198,8 +198,22 @@ class Manifest:
         if not _covered(address, sans):
             raise ManifestError(
                 f"{self.path}: {field_name}: {address} is not covered by the SANs of {cert} "
-                f"({', '.join(sans)}); remake it with `fedrec certs --san {address} --force`"
+                f"({', '.join(sans)}); {_renew_advice(cert, sans, address)}"
             )
+
+
+def _renew_advice(cert: Path, sans: list[str], address: str) -> str:
+    """The command that re-issues `cert` for its SANs plus `address` with the SAME CA (a new CA,
+    `fedrec certs --force`, would break every node's trust)."""
+    from fedrec_app.ops.certs import DEFAULT_SANS, SERVER_CERT
+
+    keep = [san for san in sans if san not in DEFAULT_SANS]
+    flags = " ".join(f"--san {san}" for san in (*keep, address))
+    if cert.name == SERVER_CERT:
+        return (f"re-issue it with the same CA (on the machine holding ca.key): `fedrec certs "
+                f"--out {cert.parent} --renew-server {flags}`")
+    return (f"re-issue it with the same CA: `fedrec certs --out {cert.parent} --name "
+            f"{cert.stem} {flags} --force`")
 
 
 def _host(address: str) -> str:

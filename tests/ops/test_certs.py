@@ -22,6 +22,7 @@ from fedrec_app.ops.certs import (
     issue_server_cert,
     make_certs,
     make_node_keys,
+    renew_server_cert,
 )
 
 
@@ -184,3 +185,33 @@ def test_half_a_signing_pair_is_an_error_and_nothing_is_written(tmp_path: Path) 
     (tmp_path / "other" / "federation-signing.pub").rename(tmp_path / "federation-signing.pub")
     with pytest.raises(FedrecError, match="is not the public half"):
         ensure_signing_key(tmp_path)
+
+
+def test_renew_server_keeps_the_ca_and_refuses_without_its_key(tmp_path: Path) -> None:
+    paths = make_certs(tmp_path, ["10.77.0.1"])
+    ca_before, key_before = paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()
+    old_server = paths.server_cert.read_bytes()
+    refused = _fedrec("certs", "--out", str(tmp_path), "--san", "10.77.0.9")
+    assert refused.returncode == 2 and "--renew-server" in refused.stderr
+    result = _fedrec("certs", "--out", str(tmp_path), "--renew-server", "--san", "10.77.0.9",
+                     "--san", "link.example")
+    assert result.returncode == 0, result.stderr
+    assert paths.ca_cert.read_bytes() == ca_before and paths.ca_key.read_bytes() == key_before
+    assert paths.server_cert.read_bytes() != old_server
+    assert set(certificate_sans(paths.server_cert)) == {
+        "10.77.0.9", "link.example", "localhost", "127.0.0.1", "::1"}
+    assert _mode(paths.server_key) == 0o600
+    ca = x509.load_pem_x509_certificate(ca_before)
+    x509.load_pem_x509_certificate(paths.server_cert.read_bytes()).verify_directly_issued_by(ca)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # a node's old ca.crt still trusts it
+    server_ctx.load_cert_chain(paths.server_cert, paths.server_key)
+    _tls_handshake(server_ctx, ssl.create_default_context(cafile=paths.ca_cert), "link.example")
+    assert _fedrec("certs", "--out", str(tmp_path), "--renew-server", "--force").returncode == 2
+    renew_server_cert(tmp_path)  # no --san: the current SANs are kept (renewal before expiry)
+    assert set(certificate_sans(paths.server_cert)) == {
+        "10.77.0.9", "link.example", "localhost", "127.0.0.1", "::1"}
+    paths.ca_key.unlink()  # a host without the CA's key: refused, nothing written
+    renewed = paths.server_cert.read_bytes()
+    with pytest.raises(FedrecError, match=r"without the CA: .*ca\.key missing"):
+        renew_server_cert(tmp_path, ["10.77.0.9"])
+    assert paths.server_cert.read_bytes() == renewed

@@ -229,13 +229,15 @@ def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     config = _write(site, BASE)
-    result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run")
+    result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run",
+                     "--no-connect")  # no SuperLink at 10.77.0.1 here: tests/ops/test_reach.py
     assert result.returncode == 0, result.stderr
     cd_line, command, note, trainer = result.stdout.strip().splitlines()
     assert cd_line == f"cd {site / 'state' / 'site2'}"
     assert note == f"# in the background, logging to {site / 'state' / 'site2' / 'trainer.log'}:"
     assert shlex.split(trainer)[1:4] == ["-m", "fedrec_app", "trainer"]
-    alone = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run", "--no-trainer")
+    alone = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run", "--no-trainer",
+                    "--no-connect")
     assert alone.stdout.strip().splitlines() == [cd_line, command]
     words = shlex.split(command)
     assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
