@@ -139,7 +139,7 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert gateway[gateway.index("--verify-key") + 1] == str(
         site / "certs" / "federation-signing.pub")
     assert "--allow-unsigned" not in gateway
-    assert "--watch" in gateway  # a published checkpoint (checkpoints/current) is picked up
+    assert "--watch" in gateway  # a published checkpoint (SERVE_DIR/current) is picked up
 
 
 @pytest.mark.parametrize(
@@ -266,6 +266,18 @@ def test_deploy_dry_run_verifies_the_nodes_partition_folder(site: Path) -> None:
     assert "supernodes[1].data-path: " in result.stderr
     assert f"{site / 'data' / 'no-items' / 'items.csv'}: missing" in result.stderr
     assert not (site / "state" / "site2").exists()  # nothing started, nothing written
+
+
+def test_deploy_gateway_dry_run_verifies_the_checkpoint(site: Path) -> None:
+    good = _fedrec("deploy", "gateway", "-c", str(_write(site, BASE)), "--dry-run")
+    assert good.returncode == 0, good.stderr
+    assert "--watch" in shlex.split(good.stdout.strip().splitlines()[-1])
+    for checkpoint, reason in (("ckpt/none", "ckpt/none: no such checkpoint folder"),
+                               ("ckpt/unsigned", "unsigned checkpoint (no manifest.sig)")):
+        config = _write(site, _mutated(**{"gateway.checkpoint": checkpoint}), "gw.yaml")
+        result = _fedrec("deploy", "gateway", "-c", str(config), "--dry-run")
+        assert result.returncode == 2, result.stdout
+        assert "gateway.checkpoint: " in result.stderr and reason in result.stderr
 
 
 def test_example_manifest_loads(tmp_path: Path) -> None:
