@@ -28,6 +28,7 @@ from fedrec_app.checkpoint import (
     FOLDER_MODE,
     MANIFEST,
     SIGNATURE,
+    Checkpoint,
     CheckpointError,
     point,
     read_checkpoint,
@@ -87,6 +88,19 @@ def publish(
     checkpoint = read_checkpoint(source, key)
     manifest_bytes = (checkpoint.path / MANIFEST).read_bytes()
     name = release_name(checkpoint.manifest, manifest_bytes)
+    link = serve_dir / CURRENT
+    if link.exists() and not link.is_symlink():
+        raise CheckpointError(f"{link}: a folder, not the link publish switches: move it away "
+                              "(publish it from there) and publish again")
+    try:
+        return _publish(checkpoint, name, serve_dir, key, keep)
+    except OSError as exc:
+        raise CheckpointError(f"{serve_dir}: cannot publish into it: {exc}") from None
+
+
+def _publish(
+    checkpoint: Checkpoint, name: str, serve_dir: Path, key: Ed25519PublicKey, keep: int
+) -> Published:
     releases = serve_dir / RELEASES
     for folder in (serve_dir, releases):
         if not folder.is_dir():

@@ -89,6 +89,14 @@ def test_bad_checkpoints_are_refused_and_current_is_untouched(checkpoint_factory
         assert _releases(serve) == [good.name], what  # nothing staged, nothing left over
 
 
+def test_a_current_folder_copied_by_hand_is_not_replaced(checkpoint_factory, tmp_path) -> None:
+    serve = tmp_path / "serve"
+    by_hand = checkpoint_factory(serve / CURRENT, round_=1)
+    with pytest.raises(CheckpointError, match=f"{serve / CURRENT}: a folder, not the link"):
+        publish(checkpoint_factory(tmp_path / "in" / "new", round_=2), serve, verify_key_file())
+    assert (by_hand / MANIFEST).is_file() and not (serve / RELEASES).exists()
+
+
 def test_old_releases_are_pruned_never_the_current_one(checkpoint_factory, tmp_path) -> None:
     serve = tmp_path / "serve"
     published = [
