@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from import_blocker import NOT_IN_GATEWAY, run_cli_without
 from signing_keys import verify_key_file
 
 from fedrec_app.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, CheckpointError
@@ -21,8 +21,8 @@ from fedrec_app.ops.publish import CURRENT, RELEASES, current_release, prune, pu
 
 
 def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedrec_app", *args], capture_output=True,
-                          text=True, check=False, timeout=60)
+    """`fedrec ARGS…` as on a gateway host: only the gateway extra installed."""
+    return run_cli_without(NOT_IN_GATEWAY, *args, timeout=60)
 
 
 def _releases(serve: Path) -> list[str]:
