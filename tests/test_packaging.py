@@ -122,12 +122,23 @@ def test_cli_starts_with_only_the_gateway_extra(argv: tuple[str, ...]) -> None:
     assert "usage: fedrec" in result.stdout
 
 
-def test_gateway_app_imports_with_only_the_gateway_extra() -> None:
-    result = run_without(
-        NOT_IN_GATEWAY, "import fedrec_app.gateway.main, fedrec_app.ops.deploy\nprint('ok')\n"
-    )
+IMPORT_GATEWAY_HOST_MODULES = """
+import importlib, pkgutil
+import fedrec_app.ops as ops
+names = [m.name for m in pkgutil.iter_modules(ops.__path__, "fedrec_app.ops.")]
+names.remove("fedrec_app.ops.supernode_main")  # the SuperNode's entry point: node hosts only
+for name in names + ["fedrec_app.gateway.main", "fedrec_app.checkpoint", "fedrec_app.signing"]:
+    importlib.import_module(name)
+print(len(names))
+"""
+
+
+def test_gateway_host_modules_import_with_only_the_gateway_extra() -> None:
+    # The gateway host runs `fedrec gateway`, `fedrec deploy gateway`, `fedrec checkpoint publish`
+    # and `fedrec certs`: the gateway and every ops module import without the heavy packages.
+    result = run_without(NOT_IN_GATEWAY, IMPORT_GATEWAY_HOST_MODULES)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert int(result.stdout.strip()) >= 6
 
 
 def test_command_without_its_extra_says_what_to_install() -> None:
