@@ -202,3 +202,10 @@ def _retarget(config: Path, address: str) -> str:
     target = config.with_name("fed-live.yaml")
     target.write_text(config.read_text().replace("127.0.0.2:9093", address))
     return target.name
+
+
+def test_the_supernode_unit_starts_while_the_superlink_is_down() -> None:
+    """Its start-up check skips the handshake: the SuperNode waits for the SuperLink itself."""
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "fedrec-supernode@.service"
+    pre = [line for line in unit.read_text().splitlines() if line.startswith("ExecStartPre=")]
+    assert pre and all("--dry-run" in line and "--no-connect" in line for line in pre)
