@@ -37,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     part.add_argument("--out", type=Path, help="e.g. partitions/u1-5 (required)")
     part.set_defaults(func=lambda args: _partition(args, part))
 
-    part_sub = part.add_subparsers(dest="partition_command", metavar="site")
+    part_sub = part.add_subparsers(
+        dest="partition_command",
+        metavar="site",
+        help="optional: `fedrec partition site …` turns one site's own ratings into its own "
+        "partition folder (see `fedrec partition site --help`)",
+    )
     site = part_sub.add_parser(
         "site",
         help="turn this site's own MovieLens-format ratings into its partition folder",
