@@ -53,10 +53,17 @@ def _serve(msg: Message, context: Context, operation: str) -> Message:
             context.node_id,
             context.run_id,
         )
+        where = "by the warm trainer (details in its log)"
         if reply is None:
             from fedrec_app import node  # pandas; TensorFlow once it trains
 
             reply = getattr(node, operation)(msg.content, run_cfg, setup, context.run_id)
+            where = "in this process (no warm trainer answered)"
+        protocol.add_site_name(reply, context.node_config)
+        config = msg.content.config_records.get(protocol.CONFIG)
+        log.info("run %s, round %s: %s message done %s", context.run_id,
+                 config.get("round", "?") if config is not None else "?",
+                 msg.metadata.message_type, where)
         return Message(reply, reply_to=msg)
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR

@@ -172,7 +172,7 @@ class CheckpointKeeper:
         if value is not None and is_better(self.cfg.best_metric, value, self._best):
             self._best = value
             point(self.run_dir, "best", folder)
-        log.info("checkpoint %s", folder)
+        log.debug("checkpoint %s", folder)  # the round's one INFO line is the strategy's
 
 
 _CALLER_FIELDS = (

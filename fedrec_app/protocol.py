@@ -5,7 +5,9 @@ A train message carries ``arrays`` (the shared arrays: item rows + ``global_bias
 carries ``arrays`` (the node's trained shared arrays), ``counts`` (per-row example counts, same
 names), optionally ``users`` (user rows, only when user factors are shared) and ``metrics``
 (training figures plus the evaluation sums of the incoming model, prefixed ``test.`` / ``val.``).
-An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics``.
+An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics``. Every reply of
+a node whose node-config names its site (``site-name``) also carries ``node``, a ConfigRecord
+(strings) with that name, so the server's log says who replied.
 
 Each array record holds ONE Flower ``Array``: the named arrays as an uncompressed ``.npz``
 archive (``to_record`` / ``from_record``). Flower 1.42 moves every Array as an object of its own,
@@ -25,11 +27,12 @@ import zipfile
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedrec_app.metrics import EvalSums
 
 ARRAYS, CONFIG, COUNTS, USERS, METRICS = "arrays", "config", "counts", "users", "metrics"
+NODE, SITE_NAME = "node", "site-name"  # the replying node's ConfigRecord; node-config key
 PACKED = "npz"  # the one Array of an array record
 EVAL_SPLITS = ("test", "val")
 EVAL_ROUND = "eval-round"  # the round whose global model the evaluation sums describe
@@ -67,6 +70,20 @@ def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
             return {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
         raise ValueError(f"array {PACKED!r} is not an .npz archive: {exc}") from exc
+
+
+def add_site_name(reply: RecordDict, node_config: Mapping[str, object]) -> None:
+    """Name the replying site in ``reply`` (record ``node``) when node-config has ``site-name``."""
+    name = node_config.get(SITE_NAME)
+    if isinstance(name, str) and name.strip():
+        reply[NODE] = ConfigRecord({SITE_NAME: name.strip()})
+
+
+def site_name(reply: RecordDict) -> str | None:
+    """The site name a reply carries (``add_site_name``), or None."""
+    record = reply.config_records.get(NODE)
+    name = record.get(SITE_NAME) if record is not None else None
+    return name if isinstance(name, str) and name else None
 
 
 def eval_metrics(sums: Mapping[str, EvalSums], eval_round: int) -> dict[str, float]:

@@ -26,8 +26,13 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     log_to_stderr()
-    cfg = parse_run_config(context.run_config)
-    run(grid, cfg, context.run_id)
+    try:
+        cfg = parse_run_config(context.run_config)
+        final = run(grid, cfg, context.run_id)
+    except Exception as exc:  # the run fails either way: say so in `flwr log`, in one line
+        log.error("run %s FAILED: %s", context.run_id, exc)
+        raise
+    log.info("run %s completed: final checkpoint %s", context.run_id, final)
 
 
 def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:

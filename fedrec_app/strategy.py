@@ -74,6 +74,7 @@ class RoundResult:
     num_replies: int
     failures: list[str] = field(default_factory=list)
     train: dict[str, float] = field(default_factory=dict)
+    replied: list[int] = field(default_factory=list)  # the nodes whose replies were used
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float, poll: float = 1.0) -> list[int]:
@@ -140,16 +141,17 @@ def merge_users(
 
 
 def aggregate(
-    previous: Mapping[str, np.ndarray], replies: Sequence[Message], server_lr: float = 1.0
+    previous: Mapping[str, np.ndarray], replies: Sequence[Message], server_lr: float = 1.0,
+    names: Mapping[int, str] | None = None,
 ) -> RoundResult:
     """Per-row weighted average of the train replies (a touched row moves ``server_lr`` times
-    the way to it), plus summed evaluation sums."""
+    the way to it), plus summed evaluation sums. Failures name nodes by ``names`` (site names)."""
     updates, users, failures, usable = [], [], [], []
     loss, examples, slowest = 0.0, 0.0, {}
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            failures.append(f"node {node}: {reply.error.reason}")
+            failures.append(f"{node_label(node, names)}: {reply.error.reason}")
             continue
         records = reply.content.array_records
         try:
@@ -157,7 +159,7 @@ def aggregate(
             counts = protocol.from_record(records[protocol.COUNTS])
             _check_shapes(previous, arrays, counts)
         except (KeyError, ValueError) as exc:
-            failures.append(f"node {node}: bad reply ({exc!r})")
+            failures.append(f"{node_label(node, names)}: bad reply ({exc!r})")
             continue
         usable.append(reply)
         updates.append((arrays, counts))
@@ -169,7 +171,7 @@ def aggregate(
         examples += n
         for key, name in _NODE_TIMES.items():
             slowest[name] = max(slowest.get(name, 0.0), float(metrics.get(key, 0.0)))
-    result = evaluation(usable)
+    result = evaluation(usable, names)
     result.shared = average_rows(previous, updates, server_lr) if updates else None
     result.users = users
     result.failures = failures
@@ -177,16 +179,19 @@ def aggregate(
     return result
 
 
-def evaluation(replies: Sequence[Message]) -> RoundResult:
+def evaluation(replies: Sequence[Message], names: Mapping[int, str] | None = None
+               ) -> RoundResult:  # fmt: skip
     """The evaluation sums of the replies, added over the nodes (errors are failures)."""
     sums: dict[str, EvalSums] = {}
     eval_rounds: set[int] = set()
-    failures, count = [], 0
+    failures, count, replied = [], 0, []
     for reply in replies:
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            failures.append(f"{node_label(node, names)}: {reply.error.reason}")
             continue
         count += 1
+        replied.append(node)
         metrics = reply.content.metric_records.get(protocol.METRICS, {})
         if protocol.EVAL_ROUND not in metrics:
             continue
@@ -202,6 +207,7 @@ def evaluation(replies: Sequence[Message]) -> RoundResult:
         sums=sums,
         num_replies=count,
         failures=failures,
+        replied=replied,
     )
 
 
@@ -235,6 +241,53 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if BEST_METRICS[metric] else value > best
 
 
+SHOWN_METRICS = (("rmse", "RMSE"), ("ndcg@10", "NDCG@10"))  # in the one line per round
+
+
+def node_label(node: int, names: Mapping[int, str] | None = None) -> str:
+    """``site1`` when the node told its site name, else ``node <id>``."""
+    return (names or {}).get(node) or f"node {node}"
+
+
+def learn_names(replies: Iterable[Message], names: dict[int, str]) -> None:
+    """Remember the site name each reply carries (``protocol.add_site_name``) by node id: a node
+    that fails later, when its reply has no content, is still named."""
+    for reply in replies:
+        if not reply.has_error():
+            name = protocol.site_name(reply.content)
+            if name:
+                names[reply.metadata.src_node_id] = name
+
+
+def round_line(
+    head: str,
+    asked: Sequence[int],
+    answered: Iterable[int],
+    result: RoundResult,
+    names: Mapping[int, str],
+    seconds: float,
+) -> str:
+    """The one line the operator reads per round (``flwr log``): the model the replies
+    evaluated, which nodes replied (by site name) of how many asked, who failed or stayed
+    silent, and the seconds it took."""
+    parts = []
+    if result.eval_round is not None and result.sums:
+        metrics = metrics_of(result)
+        shown = ", ".join(f"{label} {metrics.get(key, math.nan):.4f}"
+                          for key, label in SHOWN_METRICS)
+        parts.append(f"model of round {result.eval_round} on the held-out ratings: {shown}")
+    replied = ", ".join(sorted(node_label(n, names) for n in result.replied)) or "none"
+    nodes = f"{len(result.replied)}/{len(asked)} nodes replied: {replied}"
+    if result.failures:
+        nodes += "; failed: " + "; ".join(result.failures)
+    silent = sorted(node_label(n, names) for n in set(asked) - set(answered))
+    if silent:
+        nodes += "; no reply: " + ", ".join(silent)
+    parts.append(nodes)
+    parts.append(f"{seconds:.1f} s")
+    return f"{head}: " + " | ".join(parts)
+
+
 @dataclass
 class FederationLoop:
     """Runs the rounds; ``on_evaluated(round, metrics)`` fires when a round's model is scored
@@ -246,6 +299,7 @@ class FederationLoop:
     catalogue_fingerprint: str
     on_trained: Callable[[int, dict[str, np.ndarray], dict[str, np.ndarray] | None, dict], None]
     on_evaluated: Callable[[int, dict[str, float]], None]
+    names: dict[int, str] = field(default_factory=dict)  # node id -> site name, as told
 
     def run(
         self,
@@ -267,12 +321,9 @@ class FederationLoop:
             ]
             replies = exchange(self.grid, messages, cfg.round_timeout)
             check_refusals(replies, len(chosen), f"round {server_round}")
-            result = aggregate(shared, replies, cfg.server_lr)
-            for failure in result.failures:
-                log.warning("round %d: %s", server_round, failure)
-            if result.shared is None:
-                log.warning("round %d: no usable reply; the model stays as it was", server_round)
-            else:
+            learn_names(replies, self.names)
+            result = aggregate(shared, replies, cfg.server_lr, self.names)
+            if result.shared is not None:
                 shared = result.shared
                 users = merge_users(users, result.users) if result.users else users
             seconds = time.monotonic() - started
@@ -284,15 +335,14 @@ class FederationLoop:
             }
             self._report(result)
             self.on_trained(server_round, shared, users, round_metrics)
-            log.info(
-                "round %d/%d: %d of %d node(s) replied, %s, %.1f s",
-                server_round,
-                cfg.num_server_rounds,
-                result.num_replies,
-                len(chosen),
-                _fmt(round_metrics),
-                seconds,
-            )
+            line = round_line(f"round {server_round}/{cfg.num_server_rounds}", chosen,
+                              [r.metadata.src_node_id for r in replies], result, self.names,
+                              seconds)
+            if result.shared is None:
+                line += " | no usable reply: the model stays as it was"
+            log.log(logging.WARNING if result.failures or result.shared is None
+                    or result.num_replies < len(chosen) else logging.INFO, "%s", line)
+            log.debug("round %d: %s", server_round, _fmt(round_metrics))
         if cfg.final_evaluate:
             self._final_evaluation(shared)
         return shared, users
@@ -307,22 +357,18 @@ class FederationLoop:
         ]
         replies = exchange(self.grid, messages, cfg.round_timeout)
         check_refusals(replies, len(nodes), "final evaluation")
-        result = evaluation(replies)
-        for failure in result.failures:
-            log.warning("final evaluation: %s", failure)
+        learn_names(replies, self.names)
+        result = evaluation(replies, self.names)
         self._report(result)
-        log.info(
-            "final evaluation: %d of %d node(s) replied, %.1f s",
-            result.num_replies,
-            len(nodes),
-            time.monotonic() - started,
-        )
+        line = round_line("final evaluation", nodes, [r.metadata.src_node_id for r in replies],
+                          result, self.names, time.monotonic() - started)
+        log.log(logging.WARNING if result.num_replies < len(nodes) else logging.INFO, "%s", line)
 
     def _report(self, result: RoundResult) -> None:
         if result.eval_round is None or not result.sums:
             return
         metrics = metrics_of(result)
-        log.info("model of round %d: %s", result.eval_round, _fmt(metrics))
+        log.debug("model of round %d: %s", result.eval_round, _fmt(metrics))
         self.on_evaluated(result.eval_round, metrics)
 
     def _message(

@@ -161,7 +161,7 @@ class LocalFederation:
                 key=NodeKey(name, self.certs.out / "nodes" / name),
                 home=self.work_dir / "nodes" / name,
                 runtime_port=free_port(),
-                node_config={"threads": threads, **config},
+                node_config={"threads": threads, "site-name": name, **config},
             )
             for name, config in configs.items()
         }

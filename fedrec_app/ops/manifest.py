@@ -65,9 +65,10 @@ class SuperNodeSpec:
 
     @property
     def node_config(self) -> dict[str, str | int]:
-        """What the ClientApp reads from `context.node_config`."""
+        """What the ClientApp reads from `context.node_config` (`site-name`: the node's name,
+        sent with its replies so the ServerApp's log names sites, not node ids)."""
         return {"data-path": str(self.data_path), "state-dir": str(self.state_dir),
-                "gpu-index": self.gpu}
+                "gpu-index": self.gpu, "site-name": self.name}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ partition folder and a node whose catalogue is not the run's.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catal
 from fedrec_app.data.partition import make_partitions
 from fedrec_app.data.site import make_site_partition
 from fedrec_app.node_state import load_state
-from fedrec_app.server_app import run
+from fedrec_app.server_app import main, run
 from fedrec_app.signing import new_signing_key, sign
 from fedrec_app.strategy import FederationError
 from fedrec_app.training import init_item_arrays
@@ -159,6 +161,54 @@ def test_a_node_lost_mid_run_does_not_stop_the_run(partition_set: Path, tmp_path
     assert final is not None
     history = read_checkpoint(final).manifest["history"]
     assert [e["nodes"] for e in history] == [2, 1, 1]
+
+
+def test_the_log_has_one_line_per_round_naming_sites(
+    partition_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `flwr log` shows: one line per round (round r/R, RMSE, NDCG@10 of the model the
+    replies evaluated, nodes replied/asked by site name, seconds); failures: test_strategy."""
+    caplog.set_level(logging.INFO, logger="fedrec_app")
+    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
+    nodes = _nodes(partition_set, tmp_path / "state")
+    lost = max(nodes)
+    for node, name in zip(sorted(nodes), ("site-a", "site-b"), strict=True):
+        nodes[node]["site-name"] = name
+    grid = DirectGrid(nodes, run_id=48, run_config=config)
+    grid.drop_after(lost, messages=1)  # answers round 1, then is gone
+    main(grid, Context(48, 0, {}, RecordDict(), config))
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records
+             if r.name == "fedrec_app.strategy" and r.levelno >= logging.INFO]
+    metric = r"RMSE \d\.\d{4}, NDCG@10 \d\.\d{4}"
+    expected = [
+        (logging.INFO, r"round 1/3: 2/2 nodes replied: site-a, site-b \| \d+\.\d s"),
+        (logging.INFO, rf"round 2/3: model of round 1 on the held-out ratings: {metric} \| "
+         r"1/1 nodes replied: site-a \| \d+\.\d s"),  # site-b is gone: not asked
+        (logging.INFO, rf"round 3/3: model of round 2 on the held-out ratings: {metric} \| "
+         r"1/1 nodes replied: site-a \| \d+\.\d s"),
+        (logging.INFO, rf"final evaluation: model of round 3 on the held-out ratings: {metric} "
+         r"\| 1/1 nodes replied: site-a \| \d+\.\d s"),
+    ]
+    assert len(lines) == len(expected), lines
+    for (level, text), (want_level, pattern) in zip(lines, expected, strict=True):
+        assert level == want_level and re.fullmatch(pattern, text), text
+    done = [r.getMessage() for r in caplog.records if r.name == "fedrec_app.server_app"]
+    assert done[-1].startswith("run 48 completed: final checkpoint ")
+    others = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+              and r.name in ("fedrec_app.keeper", "fedrec_app.server_app")]
+    assert len(others) == 3, others  # run start, final checkpoint, completed: nothing per round
+
+
+def test_a_failed_run_says_so_in_its_log(
+    partition_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
+    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=51, run_config=config)
+    with pytest.raises(FederationError):
+        main(grid, Context(51, 0, {}, RecordDict(), config))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["run 51 FAILED: only 2 node(s) connected, fewer than min-nodes=3, within "
+                      "node-wait-timeout=1 s: the run stops"]
 
 
 def test_too_few_nodes_fails_with_a_clear_message(partition_set: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ restart and the node kill come last. Each Flower phase costs ~10 s here, a kille
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -77,6 +78,20 @@ def test_run_completes_and_checkpoint_matches_its_manifest(
     # Each node kept its users' rows in its own state dir, under this run's id.
     for node in fed.nodes.values():
         assert (Path(str(node.node_config["state-dir"])) / f"{record['run-id']}.npz").is_file()
+    # `flwr log`: one readable line per round, the nodes by their site names (node-config
+    # site-name, sent with each reply); each SuperNode's log says it trained the round
+    run_log = fed.cli.log(record["run-id"])
+    metric = r"RMSE \d+\.\d{4}, NDCG@10 \d\.\d{4}"
+    for line in (r"round 1/2: 2/2 nodes replied: a, b \| \d+\.\d s",
+                 rf"round 2/2: model of round 1 on the held-out ratings: {metric} \| 2/2 nodes "
+                 r"replied: a, b \| \d+\.\d s",
+                 rf"final evaluation: model of round 2 on the held-out ratings: {metric} \| "
+                 r"2/2 nodes replied: a, b \| \d+\.\d s",
+                 rf"run {record['run-id']} completed: final checkpoint \S+/final"):
+        assert re.search(line, run_log), (line, run_log[-3000:])
+    for name in fed.nodes:
+        node_log = (fed.logs / f"{name}.log").read_text()
+        assert f"run {record['run-id']}, round 2: train message done" in node_log
 
 
 def test_too_few_nodes_fails_within_the_wait(
@@ -118,7 +133,7 @@ def test_killing_a_node_mid_run_still_finishes_with_the_other(
     config = _config(fed, parts, tmp_path, num_server_rounds=3, min_nodes=1)
     run_id = fed.submit(APP_DIR, config)
     deadline = time.monotonic() + 300
-    while "round 1/3: 2 of 2 node(s) replied" not in fed.cli.log(run_id):
+    while "round 1/3: 2/2 nodes replied: a, b |" not in fed.cli.log(run_id):
         assert time.monotonic() < deadline, f"round 1 did not finish:\n{fed.cli.log(run_id)}"
         time.sleep(2)
     fed.kill_node("b")

@@ -127,7 +127,8 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert argv[argv.index("--root-certificates") + 1] == str(site / "certs" / "ca.crt")
     assert argv[argv.index("--max-wait-time") + 1] == "600"
     assert argv[argv.index("--node-config") + 1] == (
-        f"data-path='{site / 'data' / 'p0'}' state-dir='{site / 'state' / 'site1'}' gpu-index=0")
+        f"data-path='{site / 'data' / 'p0'}' state-dir='{site / 'state' / 'site1'}' gpu-index=0 "
+        "site-name='site1'")
     assert "--runtime-port" not in argv and argv[argv.index("--port") + 1] == "9094"
     assert argv[argv.index("--approved-apps") + 1] == str(site / "approved" / "site1.txt")
     argv2 = launch_for(manifest, "supernode", "site2").argv
