@@ -3,6 +3,8 @@
 # bridge, with its own address. Needs root (CI runs as root).
 #
 #   deploy/netns.sh up [N]     namespaces <P>br (bridge), <P>link, <P>cli, <P>gw, <P>sn1..<P>snN
+#                              (refused if one of them exists already; a failure half-way
+#                              deletes what it made)
 #   deploy/netns.sh down       delete the namespaces `up` made with this prefix, and nothing else
 #                              (stop the processes inside them first!)
 #   deploy/netns.sh addr ROLE  print a role's address (link, cli, gw, sn1, ...)
@@ -16,7 +18,7 @@
 #                        each namespace it makes in <state>/<P>.list; `down` deletes exactly
 #                        those, then the file. Namespaces it did not make are never touched.
 # Addresses: link .1, cli .5, gw .6, snI .(10+I). They exist only inside the namespaces.
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap of `up` also fires inside its functions
 P=${FEDREC_NETNS_PREFIX:-fr-}
 NET=${FEDREC_NETNS_SUBNET:-10.77.0}
 STATE_DIR=${FEDREC_NETNS_STATE:-/run/fedrec-netns}
@@ -68,6 +70,17 @@ up() {
   if [ ${#P} -gt 8 ]; then echo "netns.sh: prefix '$P' longer than 8 characters" >&2; exit 2; fi
   if [ -f "$STATE" ] || ip netns list | awk '{print $1}' | grep -qx "${P}br"; then
     echo "netns.sh: namespaces with prefix '$P' already exist (run 'down' first)" >&2; exit 1
+  fi
+  local taken role
+  for role in br link cli gw $(seq -f 'sn%g' 1 "$n"); do
+    if ip netns list | awk '{print $1}' | grep -qxF "$P$role"; then
+      taken="${taken:-}${taken:+ }$P$role"
+    fi
+  done
+  if [ -n "${taken:-}" ]; then
+    echo "netns.sh: namespace(s) $taken already exist but were not made by 'up' with prefix" \
+      "'$P': delete them, or choose another FEDREC_NETNS_PREFIX" >&2
+    exit 1
   fi
   mkdir -p "$STATE_DIR"
   : >"$STATE"

@@ -154,6 +154,20 @@ def test_netns_down_deletes_only_what_up_made(tmp_path: Path) -> None:
         assert not made & left, f"left behind: {made & left}"
         assert stray in left
         assert not (tmp_path / "state" / f"{prefix}.list").exists()
+        # a namespace `up` would make exists already: refused before anything is made
+        clash = subprocess.run([str(NETNS), "up", "9"], env=env, capture_output=True, text=True)
+        assert clash.returncode == 1 and f"{stray} already exist" in clash.stderr
+        assert not made & set(_namespaces()) and stray in _namespaces()
+        # `up` failing half-way (a veth name taken) deletes what it made, and only that
+        subprocess.run(["ip", "link", "add", f"v{prefix}cli", "type", "veth", "peer", "name",
+                        f"v{prefix}x"], check=True)
+        try:
+            half = subprocess.run([str(NETNS), "up", "1"], env=env, capture_output=True)
+            assert half.returncode != 0
+        finally:
+            subprocess.run(["ip", "link", "del", f"v{prefix}cli"], check=False)
+        assert not made & set(_namespaces()) and stray in _namespaces()
+        assert not (tmp_path / "state" / f"{prefix}.list").exists()
     finally:
         subprocess.run([str(NETNS), "down"], env=env, check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", stray], check=False)
