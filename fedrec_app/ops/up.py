@@ -54,7 +54,6 @@ DEFAULT_LOCAL_EPOCHS = 5
 STATUS_EVERY = 60.0  # seconds between `flwr ls` checks while the log stream runs
 SHOWN_METRICS = ("rmse", "mae", "ndcg@10", "hr@10")
 _SERVER_LINE = re.compile(r"\bfedrec_app\.[\w.]+: (.*)$|\b(ERROR|WARNING)\s*:\s*(.*)$")
-_MODEL_LINE = re.compile(r"^model of round (\d+): (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -157,13 +156,7 @@ def server_line(line: str) -> str | None:
     match = _SERVER_LINE.search(_ANSI.sub("", line).rstrip())
     if not match:
         return None
-    text = match.group(1) if match.group(1) is not None else f"{match.group(2)}: {match.group(3)}"
-    model = _MODEL_LINE.match(text)
-    if model:
-        values = dict(kv.split("=", 1) for kv in model.group(2).split() if "=" in kv)
-        shown = [f"{k.upper()} {values[k]}" for k in SHOWN_METRICS if k in values]
-        return f"model of round {model.group(1)} on the held-out ratings: " + ", ".join(shown)
-    return text
+    return match.group(1) if match.group(1) is not None else f"{match.group(2)}: {match.group(3)}"
 
 
 @dataclass

@@ -73,13 +73,10 @@ def test_cli_refuses_a_taken_gateway_port_before_starting_anything(
 
 
 def test_server_lines_shown_while_training() -> None:
-    assert server_line(
-        "INFO fedrec_app.strategy: model of round 3: hr@10=0.75 mae=0.74 ndcg@10=0.391 "
-        "p@10=0.2 rmse=0.931 val_rmse=0.92"
-    ) == "model of round 3 on the held-out ratings: RMSE 0.931, MAE 0.74, NDCG@10 0.391, HR@10 0.75"
-    assert server_line("INFO fedrec_app.strategy: round 2/6: 3 of 3 node(s) replied, 9.1 s") == (
-        "round 2/6: 3 of 3 node(s) replied, 9.1 s"
-    )
+    line = ("round 4/6: model of round 3 on the held-out ratings: RMSE 0.9310, NDCG@10 0.3910 | "
+            "3/3 nodes replied: sn1, sn2, sn3 | 9.1 s")
+    assert server_line(f"INFO fedrec_app.strategy: {line}") == line
+    assert server_line("\x1b[92mINFO \x1b[0m: flwr noise") is None
     assert server_line("\x1b[91mERROR \x1b[0m:     Exit Code: 201") == "ERROR: Exit Code: 201"
     assert server_line("INFO :      [ROUND 1/3]") is None
 
