@@ -363,16 +363,28 @@ def read_items(data_dir: Path) -> Catalogue:
     )
 
 
+def title_year(title: str) -> int | None:
+    """The year of the title's trailing ``(YYYY)`` ("Kolya (Kolja) (1996)" -> 1996); else None."""
+    match = _TITLE_YEAR.search(title)
+    return int(match.group(1)) if match else None
+
+
 def _release_year(date: str, title: str, path: Path, line_no: int) -> int | None:
+    """The movie's year: the title's ``(YYYY)`` when present, else the release date's year.
+
+    The title wins because u.item's release date is sometimes a re-release ("Return of the Jedi
+    (1983)" is dated 14-Mar-1997). A malformed release date is still an error.
+    """
+    released: int | None = None
     if date:
         try:
-            return datetime.strptime(date, "%d-%b-%Y").year
+            released = datetime.strptime(date, "%d-%b-%Y").year
         except ValueError:
             raise FedrecError(
                 f"{path}: line {line_no}: release date {date!r} is not like 01-Jan-1995"
             ) from None
-    match = _TITLE_YEAR.search(title)
-    return int(match.group(1)) if match else None
+    year = title_year(title)
+    return released if year is None else year
 
 
 def _check_genres(path: Path) -> None:

@@ -15,6 +15,7 @@ from fedrec_app.data.movielens import (
     read_items,
     read_ratings,
     read_split,
+    title_year,
     verify_movielens_folder,
 )
 from fedrec_app.errors import FedrecError
@@ -71,6 +72,8 @@ def test_read_items_real(ml100k_dir: Path) -> None:
     toy = catalogue.index_of(1)
     assert catalogue.titles[toy] == "Toy Story (1995)"
     assert catalogue.years[toy] == 1995
+    jedi = catalogue.index_of(181)  # u.item dates it 14-Mar-1997 (a re-release)
+    assert (catalogue.titles[jedi], catalogue.years[jedi]) == ("Return of the Jedi (1983)", 1983)
     assert catalogue.genres[toy] == ("Animation", "Children's", "Comedy")
     assert any("é" in title for title in catalogue.titles)  # latin-1 decoded
 
@@ -152,6 +155,47 @@ def test_malformed_item_line(ml_copy: Path, change, problem: str) -> None:
     with pytest.raises(FedrecError, match=r"u\.item: line 5: ") as info:
         read_items(ml_copy)
     assert problem in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("title", "year"),
+    [
+        ("Return of the Jedi (1983)", 1983),
+        ("Shall We Dance? (1996)", 1996),
+        ("Shall We Dance? (1937)", 1937),
+        ("Kolya (Kolja) (1996)", 1996),
+        ("Nosferatu (Nosferatu, eine Symphonie des Grauens) (1922)", 1922),
+        ("Kolya (Kolja)", None),
+        ("Good Will Hunting", None),
+        ("1-900 (1994) The Sequel", None),
+        ("Movie (96)", None),
+        ("unknown", None),
+        ("", None),
+    ],
+)
+def test_title_year(title: str, year: int | None) -> None:
+    assert title_year(title) == year
+
+
+@pytest.mark.parametrize(
+    ("title", "date", "year"),
+    [
+        ("Return of the Jedi (1983)", "14-Mar-1997", 1983),  # re-release date: the title wins
+        ("Kolya (Kolja) (1996)", "24-Jan-1997", 1996),
+        ("Kolya (Kolja)", "24-Jan-1997", 1997),  # no year in the title: the release date's
+        ("Shall We Dance? (1996)", "", 1996),
+        ("unknown", "", None),
+    ],
+)
+def test_read_items_year_from_title(ml_copy: Path, title: str, date: str, year: int | None) -> None:
+    path = ml_copy / "u.item"
+    lines = path.read_bytes().decode("latin-1").split("\n")
+    fields = lines[4].split("|")
+    lines[4] = "|".join([fields[0], title, date, *fields[3:]])
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    catalogue = read_items(ml_copy)
+    row = catalogue.index_of(int(fields[0]))
+    assert (catalogue.titles[row], catalogue.years[row]) == (title, year)
 
 
 def test_wrong_genre_file(ml_copy: Path) -> None:
