@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fedrec_app.gateway.recommender import UnknownIdsError
+from fedrec_app.gateway.recommender import UnknownGenreError, UnknownIdsError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,14 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def unknown_ids(request: Request, exc: UnknownIdsError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc), f"unknown_{exc.kind}_ids": exc.ids}, status_code=404)
+    """404 naming every unknown id: ``unknown_user_ids`` and/or ``unknown_movie_ids``."""
+    named = {f"unknown_{kind}_ids": ids for kind, ids in exc.unknown.items()}
+    return JSONResponse({"detail": str(exc), **named}, status_code=404)
+
+
+async def unknown_genre(request: Request, exc: UnknownGenreError) -> JSONResponse:
+    """422 naming the genre, with the genres the checkpoint knows."""
+    return JSONResponse({"detail": str(exc), "known_genres": exc.known}, status_code=422)
 
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -44,4 +51,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(UnknownIdsError, unknown_ids)
+    app.add_exception_handler(UnknownGenreError, unknown_genre)
     app.add_exception_handler(Exception, internal_error)

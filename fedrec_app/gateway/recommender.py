@@ -7,7 +7,7 @@ items (precomputed titles, years, genres).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +23,26 @@ if TYPE_CHECKING:
 
 
 class UnknownIdsError(LookupError):
-    """Some user or movie ids are not in the checkpoint; ``kind`` is "user" or "movie"."""
+    """Ids the checkpoint does not hold, by kind ("user", "movie"); the message names them all."""
 
-    def __init__(self, kind: str, ids: Sequence[int]) -> None:
-        self.kind, self.ids = kind, list(ids)
-        shown = ", ".join(str(i) for i in self.ids[:20]) + (" …" if len(self.ids) > 20 else "")
-        super().__init__(f"unknown {kind} id{'s' if len(self.ids) > 1 else ''}: {shown}")
+    def __init__(self, unknown: Mapping[str, Iterable[int]]) -> None:
+        self.unknown: dict[str, list[int]] = {
+            kind: sorted(set(ids)) for kind, ids in unknown.items() if ids
+        }
+        super().__init__("; ".join(_named(kind, ids) for kind, ids in self.unknown.items()))
+
+
+def _named(kind: str, ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20]) + (" …" if len(ids) > 20 else "")
+    return f"unknown {kind} id{'s' if len(ids) > 1 else ''}: {shown}"
+
+
+class UnknownGenreError(ValueError):
+    """A genre filter no movie of the checkpoint has; the message lists the known genres."""
+
+    def __init__(self, genre: str, known: Sequence[str]) -> None:
+        self.genre, self.known = genre, list(known)
+        super().__init__(f"genre: unknown genre {genre!r}; one of {', '.join(self.known)}")
 
 
 @dataclass(frozen=True)
@@ -100,11 +114,26 @@ class Recommender:
     def genres(self) -> tuple[str, ...]:
         return tuple(self._genre_masks)
 
+    def require_known(self, user_ids: Iterable[int] = (), movie_ids: Iterable[int] = ()) -> None:
+        """UnknownIdsError naming every user and every movie id the checkpoint does not hold."""
+        unknown = {
+            "user": [u for u in user_ids if u not in self._user_rows],
+            "movie": [m for m in movie_ids if m not in self.catalogue],
+        }
+        if unknown["user"] or unknown["movie"]:
+            raise UnknownIdsError(unknown)
+
+    def checked_genre(self, genre: str | None) -> str | None:
+        """``genre`` if some movie has it (None: no filter); else UnknownGenreError listing the
+        known genres. The one genre check of every endpoint that filters by genre."""
+        if genre is not None and genre not in self._genre_masks:
+            raise UnknownGenreError(genre, self.genres)
+        return genre
+
     def user(self, user_id: int) -> UserVectors:
         """The stored vectors of ``user_id``; UnknownIdsError if the checkpoint lacks them."""
-        row = self._user_rows.get(user_id)
-        if row is None:
-            raise UnknownIdsError("user", [user_id])
+        self.require_known(user_ids=[user_id])
+        row = self._user_rows[user_id]
         arrays = self.arrays
         return UserVectors(
             arrays["user_embedding"][row],
@@ -116,15 +145,15 @@ class Recommender:
         """Rows of ``movie_ids`` in order; UnknownIdsError names every unknown id."""
         ids = list(movie_ids)
         cat = self.catalogue
-        unknown = [m for m in ids if m not in cat]
-        if unknown:
-            raise UnknownIdsError("movie", sorted(set(unknown)))
+        self.require_known(movie_ids=ids)
         return np.fromiter((cat.index_of(m) for m in ids), dtype=np.int64, count=len(ids))
 
     def search(self, query: str = "", genre: str | None = None, limit: int = 20) -> list[int]:
-        """Rows whose title contains ``query`` (case-insensitive) and that have ``genre``."""
+        """Rows whose title contains ``query`` (case-insensitive) and that have ``genre``;
+        UnknownGenreError for a genre no movie has."""
         needle = query.casefold().strip()
-        mask = self._genre_masks.get(genre) if genre else None
+        genre = self.checked_genre(genre)
+        mask = None if genre is None else self._genre_masks[genre]
         rows: list[int] = []
         for row, title in enumerate(self._search_titles):
             if (mask is None or mask[row]) and needle in title:
@@ -135,10 +164,11 @@ class Recommender:
 
     # ------------------------------------------------------------------ serving steps
     def candidates(self, genre: str | None = None, exclude_rows: Iterable[int] = ()) -> np.ndarray:
-        """Boolean mask of the items that may be recommended."""
-        if genre:
-            mask = self._genre_masks.get(genre)
-            mask = np.zeros(self.num_items, bool) if mask is None else mask.copy()
+        """Boolean mask of the items that may be recommended; UnknownGenreError for a genre no
+        movie has."""
+        genre = self.checked_genre(genre)
+        if genre is not None:
+            mask = self._genre_masks[genre].copy()
         else:
             mask = np.ones(self.num_items, dtype=bool)
         mask[np.fromiter(exclude_rows, dtype=np.int64)] = False
@@ -169,10 +199,9 @@ class Recommender:
         return UserVectors(vector, bias, fold_in_ranking(self.arrays, rows, self.fold_in_params))
 
     def predict(self, user_ids: Sequence[int], movie_ids: Sequence[int]) -> np.ndarray:
-        """Predicted ratings (1-5, unrounded) of the (user, movie) pairs, in order."""
-        unknown_users = sorted({u for u in user_ids if u not in self._user_rows})
-        if unknown_users:
-            raise UnknownIdsError("user", unknown_users)
+        """Predicted ratings (1-5, unrounded) of the (user, movie) pairs, in order;
+        UnknownIdsError names every unknown user and movie id."""
+        self.require_known(user_ids, movie_ids)
         items = self.item_rows(movie_ids)
         users = np.fromiter((self._user_rows[u] for u in user_ids), np.int64, len(user_ids))
         return scoring.predict_pairs(self.arrays, users, items)

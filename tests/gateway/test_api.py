@@ -157,6 +157,56 @@ def test_predict_errors(client, pairs, status, mentions) -> None:
     assert mentions in response.json()["detail"]
 
 
+def test_predict_names_every_unknown_id(client) -> None:
+    pairs = [
+        {"user_id": 1, "movie_id": 1},
+        {"user_id": 99999, "movie_id": 1},
+        {"user_id": 1, "movie_id": 88888},
+        {"user_id": 99999, "movie_id": 88888},
+    ]
+    response = client.post("/predict", json={"pairs": pairs})
+    assert response.status_code == 404
+    body = response.json()
+    assert "unknown user id: 99999" in body["detail"]
+    assert "unknown movie id: 88888" in body["detail"]
+    assert (body["unknown_user_ids"], body["unknown_movie_ids"]) == ([99999], [88888])
+
+
+def test_recommend_names_unknown_user_and_exclude_ids(client) -> None:
+    response = client.get("/recommend", params={"user_id": 999, "exclude": [2, 1, 4]})
+    assert response.status_code == 404
+    body = response.json()
+    assert body["detail"] == "unknown user id: 999; unknown movie ids: 2, 4"
+    assert (body["unknown_user_ids"], body["unknown_movie_ids"]) == ([999], [2, 4])
+
+
+def test_unknown_genre_is_422_on_movies_as_on_recommend(client) -> None:
+    known = client.get("/model").json()["genres"]
+    movies = client.get("/movies", params={"genre": "Scifi"})
+    recommend = client.get("/recommend", params={"user_id": 4, "genre": "Scifi"})
+    folded = client.post(
+        "/recommend", json={"ratings": [{"movie_id": 1, "rating": 5}], "genre": "Scifi"}
+    )
+    for response in (movies, recommend, folded):
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {
+            "detail": f"genre: unknown genre 'Scifi'; one of {', '.join(known)}",
+            "known_genres": known,
+        }
+    assert client.get("/movies", params={"genre": "Drama"}).status_code == 200
+
+
+def test_recommend_response_fields_unchanged(client) -> None:
+    body = client.get("/recommend", params={"user_id": 4, "n": 5}).json()
+    assert set(body) == {"user_id", "recommendations"}
+    assert len(body["recommendations"]) == 5
+    for rec in body["recommendations"]:
+        assert set(rec) == {
+            "movie_id", "movie_title", "predicted_rating", "year", "genres", "score"
+        }  # fmt: skip
+
+
 def test_predict_accepts_10000_pairs(client) -> None:
     pairs = [{"user_id": 1 + i % 25, "movie_id": 1 + 2 * (i % 40)} for i in range(10_000)]
     response = client.post("/predict", json={"pairs": pairs})

@@ -8,7 +8,7 @@ import pytest
 from fedrec_app import scoring
 from fedrec_app.checkpoint import read_checkpoint
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
-from fedrec_app.gateway.recommender import Recommender, UnknownIdsError
+from fedrec_app.gateway.recommender import Recommender, UnknownGenreError, UnknownIdsError
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,35 @@ def test_unknown_ids_are_named(recommender) -> None:
         recommender.item_rows([1, 4, 2, 4])
     with pytest.raises(UnknownIdsError, match="unknown user id: 0"):
         recommender.predict([1, 0], [1, 1])
+
+
+def test_predict_names_every_unknown_user_and_movie(recommender) -> None:
+    with pytest.raises(UnknownIdsError) as info:
+        recommender.predict([1, 99999, 77, 99999], [88888, 1, 4, 1])
+    assert info.value.unknown == {"user": [77, 99999], "movie": [4, 88888]}
+    assert str(info.value) == "unknown user ids: 77, 99999; unknown movie ids: 4, 88888"
+    with pytest.raises(UnknownIdsError) as info:
+        recommender.require_known(user_ids=[1], movie_ids=[2])
+    assert info.value.unknown == {"movie": [2]} and str(info.value) == "unknown movie id: 2"
+    recommender.require_known(user_ids=[1, 25], movie_ids=[1, 79])  # all known: no error
+
+
+def test_genre_check_is_shared(recommender) -> None:
+    assert recommender.checked_genre(None) is None
+    assert recommender.checked_genre("Drama") == "Drama"
+    for call in (
+        lambda: recommender.checked_genre("Scifi"),
+        lambda: recommender.search("", "Scifi"),
+        lambda: recommender.candidates("Scifi"),
+        lambda: recommender.search("", ""),
+    ):
+        with pytest.raises(UnknownGenreError) as info:
+            call()
+        assert info.value.known == list(recommender.genres)
+        assert "unknown genre" in str(info.value)
+    assert "'Scifi'; one of " in str(UnknownGenreError("Scifi", recommender.genres))
+    drama = recommender.search("", "Drama", limit=200)
+    assert drama and all("Drama" in recommender.catalogue.genres[r] for r in drama)
 
 
 def test_predict_is_the_rating_formula(recommender, checkpoint_dir) -> None:

@@ -19,7 +19,8 @@ async def search_movies(
     genre: Annotated[str | None, Query(max_length=50)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> MovieList:
-    """Movies whose title contains ``q`` (case-insensitive), optionally of one genre."""
+    """Movies whose title contains ``q`` (case-insensitive), optionally of one genre (an
+    unknown genre is 422 listing the known ones, the check GET /recommend makes)."""
     rows = recommender.search(q, genre, limit)
     return MovieList(movies=[Movie(**recommender.items[row]) for row in rows])
 

@@ -12,7 +12,7 @@ router = APIRouter(tags=["predict"])
 
 @router.post("/predict", response_model=PredictResponse)
 async def predict(body: PredictRequest, recommender: RecommenderDep) -> PredictResponse:
-    """Unrounded 1-5 ratings in request order; 404 naming any unknown user or movie."""
+    """Unrounded 1-5 ratings in request order; 404 naming every unknown user and movie id."""
     users = [p.user_id for p in body.pairs]
     movies = [p.movie_id for p in body.pairs]
     ratings = recommender.predict(users, movies).tolist()

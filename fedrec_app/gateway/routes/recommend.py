@@ -25,7 +25,10 @@ async def recommend_for_user(
     settings: SettingsDep,
     query: Annotated[RecommendQuery, Query()],
 ) -> UserRecommendations:
-    """Top-``n`` movies for ``user_id`` by ranking score, predicted rating >= the threshold."""
+    """Top-``n`` movies for ``user_id`` by ranking score, predicted rating >= the threshold.
+
+    An unknown user and unknown ``exclude`` ids are named together (404); an unknown genre is
+    422 (``Recommender.checked_genre``, as for GET /movies)."""
     user_id = query.user_id
     if not recommender.has_user_factors:
         raise HTTPException(
@@ -33,10 +36,9 @@ async def recommend_for_user(
             f"unknown user id: {user_id} (this checkpoint holds no user factors; "
             "POST /recommend with the user's ratings instead)",
         )
+    recommender.require_known(user_ids=[user_id], movie_ids=query.exclude)  # 404 naming all
     user = recommender.user(user_id)
-    candidates = recommender.candidates(
-        _checked_genre(recommender, query.genre), recommender.item_rows(query.exclude)
-    )
+    candidates = recommender.candidates(query.genre, recommender.item_rows(query.exclude))
     scored = recommender.recommend(user, query.n, settings.min_rating, candidates)
     return UserRecommendations(user_id=user_id, recommendations=_items(recommender, scored))
 
@@ -51,19 +53,9 @@ async def recommend_from_ratings(
     if duplicates:
         raise HTTPException(422, f"ratings: movie ids rated more than once: {duplicates}")
     user = recommender.fold_in(movie_ids, [r.rating for r in body.ratings])
-    candidates = recommender.candidates(
-        _checked_genre(recommender, body.genre), recommender.item_rows(movie_ids)
-    )
+    candidates = recommender.candidates(body.genre, recommender.item_rows(movie_ids))
     scored = recommender.recommend(user, body.n, settings.min_rating, candidates)
     return FoldInRecommendations(rated=len(movie_ids), recommendations=_items(recommender, scored))
-
-
-def _checked_genre(recommender: Recommender, genre: str | None) -> str | None:
-    if genre is not None and genre not in recommender.genres:
-        raise HTTPException(
-            422, f"genre: unknown genre {genre!r}; one of {', '.join(recommender.genres)}"
-        )
-    return genre
 
 
 def _items(recommender: Recommender, scored: list[Scored]) -> list[Recommendation]:
