@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,21 @@ GENRES: tuple[str, ...] = (
     "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
 HEADER = ("movie_id", "title", "year", "genres")
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def title_year(title: str) -> int | None:
+    """The year of the title's trailing ``(YYYY)`` ("Kolya (Kolja) (1996)" -> 1996); else None."""
+    match = _TITLE_YEAR.search(title)
+    return int(match.group(1)) if match else None
+
+
+def movie_year(title: str, fallback: int | None) -> int | None:
+    """A movie's year: the title's ``(YYYY)`` when present, else ``fallback`` (e.g. the release
+    date's year, which in u.item is sometimes a re-release: "Return of the Jedi (1983)" is dated
+    1997)."""
+    year = title_year(title)
+    return fallback if year is None else year
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedrec_app.data.catalogue import GENRES, Catalogue
+from fedrec_app.data.catalogue import GENRES, Catalogue, movie_year
 from fedrec_app.errors import FedrecError
 from fedrec_app.files import sha256_file
 
@@ -46,7 +45,6 @@ REQUIRED_FILES: tuple[str, ...] = (
 # Written into a folder that `download` extracted: sha256 of every file, to spot later changes.
 MARKER = ".fedrec-source.json"
 _ITEM_FIELDS = 5 + len(GENRES)
-_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _CHUNK = 1 << 20
 
 
@@ -363,12 +361,6 @@ def read_items(data_dir: Path) -> Catalogue:
     )
 
 
-def title_year(title: str) -> int | None:
-    """The year of the title's trailing ``(YYYY)`` ("Kolya (Kolja) (1996)" -> 1996); else None."""
-    match = _TITLE_YEAR.search(title)
-    return int(match.group(1)) if match else None
-
-
 def _release_year(date: str, title: str, path: Path, line_no: int) -> int | None:
     """The movie's year: the title's ``(YYYY)`` when present, else the release date's year.
 
@@ -383,8 +375,7 @@ def _release_year(date: str, title: str, path: Path, line_no: int) -> int | None
             raise FedrecError(
                 f"{path}: line {line_no}: release date {date!r} is not like 01-Jan-1995"
             ) from None
-    year = title_year(title)
-    return released if year is None else year
+    return movie_year(title, released)
 
 
 def _check_genres(path: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from fedrec_app import scoring
 from fedrec_app.checkpoint import Checkpoint, read_checkpoint
+from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
 
 if TYPE_CHECKING:
@@ -83,8 +84,10 @@ class Recommender:
             self.user_ids = np.empty(0, dtype=np.int64)
             self._user_rows = {}
         cat = self.catalogue
+        # The year rule of read_items, also for checkpoints whose items.csv predates it (their
+        # year was u.item's release date, sometimes a re-release).
         self.items: tuple[dict[str, Any], ...] = tuple(
-            {"movie_id": int(m), "movie_title": t, "year": y, "genres": list(g)}
+            {"movie_id": int(m), "movie_title": t, "year": movie_year(t, y), "genres": list(g)}
             for m, t, y, g in zip(cat.movie_ids, cat.titles, cat.years, cat.genres, strict=True)
         )
         self._genre_masks = {

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from synthetic import NON_ASCII_TITLE, UNKNOWN_ITEM
 
-from fedrec_app.data.catalogue import GENRES
+from fedrec_app.data.catalogue import GENRES, movie_year, title_year
 from fedrec_app.data.movielens import (
     SPLITS,
     read_items,
     read_ratings,
     read_split,
-    title_year,
     verify_movielens_folder,
 )
 from fedrec_app.errors import FedrecError
@@ -175,6 +174,8 @@ def test_malformed_item_line(ml_copy: Path, change, problem: str) -> None:
 )
 def test_title_year(title: str, year: int | None) -> None:
     assert title_year(title) == year
+    assert movie_year(title, 1997) == (1997 if year is None else year)
+    assert movie_year(title, None) == year
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 
 from fedrec_app import scoring
 from fedrec_app.checkpoint import read_checkpoint
+from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
 from fedrec_app.gateway.recommender import Recommender, UnknownGenreError, UnknownIdsError
 
@@ -55,6 +56,15 @@ def test_predict_names_every_unknown_user_and_movie(recommender) -> None:
         recommender.require_known(user_ids=[1], movie_ids=[2])
     assert info.value.unknown == {"movie": [2]} and str(info.value) == "unknown movie id: 2"
     recommender.require_known(user_ids=[1, 25], movie_ids=[1, 79])  # all known: no error
+
+
+def test_year_is_the_titles_when_it_has_one(recommender) -> None:
+    cat = recommender.catalogue
+    row = cat.index_of(3)
+    assert (cat.titles[row], cat.years[row]) == ("Test Movie 3 (1973)", None)
+    assert recommender.items[row]["year"] == 1973
+    for item, title, year in zip(recommender.items, cat.titles, cat.years, strict=True):
+        assert item["year"] == movie_year(title, year)
 
 
 def test_genre_check_is_shared(recommender) -> None:
