@@ -34,6 +34,30 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def load_manifest_yaml(path: Path) -> Any:
+    """The parsed YAML of a partition manifest; FedrecError naming the file if unreadable."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FedrecError(f"{path}: cannot read partition manifest: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FedrecError(f"{path}: malformed partition manifest ({exc})") from exc
+
+
+def existing_output(out: Path, what: str) -> bool:
+    """Whether ``out`` holds a manifest (then the caller checks it is the same thing); False
+    when ``out`` is free (missing or empty); FedrecError when it holds anything else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise FedrecError(f"{out} exists and is not a folder; nothing overwritten")
+    if (out / MANIFEST).is_file():
+        return True
+    if any(out.iterdir()):
+        raise FedrecError(f"{out} exists and is not a {what} (no {MANIFEST}); nothing overwritten")
+    return False
+
+
 def read_partition_manifest(folder: Path) -> dict[str, Any]:
     """The parsed own ``manifest.yaml`` of a partition folder; FedrecError naming the file."""
     folder = Path(folder)
@@ -49,12 +73,7 @@ def read_partition_manifest(folder: Path) -> dict[str, Any]:
             else " (make the folder with `fedrec partition site`, see docs/data.md)"
         )
         raise FedrecError(f"{path}: missing: not a partition folder{hint}")
-    try:
-        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FedrecError(f"{path}: cannot read partition manifest: {exc.strerror or exc}") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise FedrecError(f"{path}: malformed partition manifest ({exc})") from exc
+    manifest = load_manifest_yaml(path)
     if (
         not isinstance(manifest, dict)
         or manifest.get("kind") != PARTITION_KIND

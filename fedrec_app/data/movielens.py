@@ -264,8 +264,9 @@ def _count_lines(path: Path) -> int:
 # ----------------------------------------------------------------------------- readers
 
 
-def read_ratings(path: Path) -> pd.DataFrame:
-    """Read a ``user\\titem\\trating\\ttimestamp`` file (u.data, u1.base, …)."""
+def read_ratings(path: Path, header: str | None = None) -> pd.DataFrame:
+    """Read a ``user\\titem\\trating\\ttimestamp`` file (u.data, u1.base, …); with ``header``,
+    a CSV whose first line (checked by the caller) is that header."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("ascii")
@@ -274,37 +275,44 @@ def read_ratings(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         line_no = exc.object[: exc.start].count(b"\n") + 1
         raise FedrecError(f"{path}: line {line_no}: non-ASCII byte in a ratings file") from exc
-    lines = text.split("\n")
-    if lines[-1] == "":
+    if header is None:
+        sep, first, shape = "\t", 1, "tab-separated fields (user, item, rating, timestamp)"
+        lines = text.split("\n")
+    else:
+        sep, first, shape = ",", 2, f"comma-separated fields ({header})"
+        lines = text.replace("\r\n", "\n").split("\n")[1:]
+    if lines and lines[-1] == "":
         lines.pop()
     values = np.empty((len(lines), 4), dtype=np.int64)
     for row, line in enumerate(lines):
-        fields = line.split("\t")
+        fields = line.split(sep)
         if len(fields) != 4:
             raise FedrecError(
-                f"{path}: line {row + 1}: expected 4 tab-separated fields "
-                f"(user, item, rating, timestamp), got {len(fields)}: {line[:60]!r}"
+                f"{path}: line {row + first}: expected 4 {shape}, got {len(fields)}: "
+                f"{line[:60]!r}"
             )
         for col, (name, field) in enumerate(zip(RATING_COLUMNS, fields, strict=True)):
             try:
                 values[row, col] = int(field)
             except ValueError:
                 raise FedrecError(
-                    f"{path}: line {row + 1}: {name} {field[:30]!r} is not an integer"
+                    f"{path}: line {row + first}: {name} {field[:30]!r} is not an integer"
                 ) from None
-    _check_range(path, values[:, 0], 1, None, "user_id")
-    _check_range(path, values[:, 1], 1, None, "movie_id")
-    _check_range(path, values[:, 2], 1, 5, "rating")
-    _check_range(path, values[:, 3], 0, None, "timestamp")
+    _check_range(path, values[:, 0], 1, None, "user_id", first)
+    _check_range(path, values[:, 1], 1, None, "movie_id", first)
+    _check_range(path, values[:, 2], 1, 5, "rating", first)
+    _check_range(path, values[:, 3], 0, None, "timestamp", first)
     return ratings_frame(values[:, 0], values[:, 1], values[:, 2], values[:, 3])
 
 
-def _check_range(path: Path, column: np.ndarray, low: int, high: int | None, name: str) -> None:
+def _check_range(path: Path, column: np.ndarray, low: int, high: int | None, name: str,
+                 first_line: int) -> None:  # fmt: skip
     bad = column < low if high is None else (column < low) | (column > high)
     if bad.any():
         row = int(np.argmax(bad))
         allowed = f">= {low}" if high is None else f"{low}..{high}"
-        raise FedrecError(f"{path}: line {row + 1}: {name} {column[row]} is not {allowed}")
+        raise FedrecError(f"{path}: line {row + first_line}: {name} {column[row]} is not "
+                          f"{allowed}")
 
 
 def ratings_frame(

@@ -42,6 +42,8 @@ from fedrec_app.data.layout import (
     PART_FILES,
     PARTITION_FORMAT,
     PARTITION_KIND,
+    existing_output,
+    load_manifest_yaml,
     partition_dir_name,
     sha256_bytes,
     verify_files,
@@ -369,15 +371,7 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
 
 def _existing_set(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest of ``out`` when it already holds this set; None when ``out`` is free."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise FedrecError(f"{out} exists and is not a folder; nothing overwritten")
-    if not (out / MANIFEST).is_file():
-        if any(out.iterdir()):
-            raise FedrecError(
-                f"{out} exists and is not a partition set (no {MANIFEST}); nothing overwritten"
-            )
+    if not existing_output(out, "partition set"):
         return None
     manifest = read_manifest(out)
     differences = [
@@ -406,12 +400,7 @@ def _existing_set(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
 def read_manifest(set_dir: Path) -> dict[str, Any]:
     """The parsed ``manifest.yaml`` of a partition set (FedrecError if missing or malformed)."""
     path = Path(set_dir) / MANIFEST
-    try:
-        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FedrecError(f"{path}: cannot read partition manifest: {exc.strerror or exc}") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise FedrecError(f"{path}: malformed partition manifest ({exc})") from exc
+    manifest = load_manifest_yaml(path)
     if (
         not isinstance(manifest, dict)
         or manifest.get("format_version") != FORMAT_VERSION

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
-    MANIFEST,
+    existing_output,
     read_partition_manifest,
     sha256_bytes,
     verify_partition_folder,
@@ -32,7 +32,6 @@ from fedrec_app.data.layout import (
 from fedrec_app.data.movielens import (
     RATING_COLUMNS,
     per_user_sample,
-    ratings_frame,
     read_ratings,
     sort_ratings,
 )
@@ -65,44 +64,7 @@ def read_site_ratings(path: Path) -> tuple[pd.DataFrame, int]:
         return read_ratings(path), 1  # u.data style; checks fields and ranges per line
     if first != CSV_HEADER:
         raise FedrecError(f"{path}: line 1: expected the header {CSV_HEADER}, got {first[:60]!r}")
-    return _read_csv_ratings(path), 2
-
-
-def _read_csv_ratings(path: Path) -> pd.DataFrame:
-    try:
-        text = path.read_bytes().decode("ascii")
-    except UnicodeDecodeError as exc:
-        line_no = exc.object[: exc.start].count(b"\n") + 1
-        raise FedrecError(f"{path}: line {line_no}: non-ASCII byte in a ratings file") from exc
-    lines = text.replace("\r\n", "\n").split("\n")[1:]
-    if lines and lines[-1] == "":
-        lines.pop()
-    values = np.empty((len(lines), 4), dtype=np.int64)
-    for row, line in enumerate(lines):
-        line_no = row + 2
-        fields = line.split(",")
-        if len(fields) != 4:
-            raise FedrecError(
-                f"{path}: line {line_no}: expected 4 comma-separated fields "
-                f"({CSV_HEADER}), got {len(fields)}: {line[:60]!r}"
-            )
-        for col, (name, field) in enumerate(zip(RATING_COLUMNS, fields, strict=True)):
-            try:
-                values[row, col] = int(field)
-            except ValueError:
-                raise FedrecError(
-                    f"{path}: line {line_no}: {name} {field[:30]!r} is not an integer"
-                ) from None
-    for col, (name, low, high) in enumerate(
-        (("user_id", 1, None), ("movie_id", 1, None), ("rating", 1, 5), ("timestamp", 0, None))
-    ):
-        column = values[:, col]
-        bad = column < low if high is None else (column < low) | (column > high)
-        if bad.any():
-            row = int(np.argmax(bad))
-            allowed = f">= {low}" if high is None else f"{low}..{high}"
-            raise FedrecError(f"{path}: line {row + 2}: {name} {column[row]} is not {allowed}")
-    return ratings_frame(values[:, 0], values[:, 1], values[:, 2], values[:, 3])
+    return read_ratings(path, header=CSV_HEADER), 2
 
 
 def _check_rows(frame: pd.DataFrame, first_line: int, path: Path, catalogue: Catalogue,
@@ -216,15 +178,7 @@ def make_site_partition(
 
 def _existing_folder(out: Path, origin: dict[str, Any], catalogue: Catalogue) -> dict | None:
     """The manifest of ``out`` when it already holds this very folder; None when it is free."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise FedrecError(f"{out} exists and is not a folder; nothing overwritten")
-    if not (out / MANIFEST).is_file():
-        if any(out.iterdir()):
-            raise FedrecError(
-                f"{out} exists and is not a partition folder (no {MANIFEST}); nothing overwritten"
-            )
+    if not existing_output(out, "partition folder"):
         return None
     manifest = read_partition_manifest(out)
     same = (
