@@ -118,7 +118,7 @@ def write_checkpoint(
         for path in tmp.iterdir():
             path.chmod(FILE_MODE if path.is_file() else FOLDER_MODE)
         _fsync_dir(tmp)
-        _replace_dir(tmp, folder)
+        replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -280,7 +280,7 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], catalogue: Catalogue, where:
             raise CheckpointError(f"{where}: {name} holds NaN or infinite values")
 
 
-def _replace_dir(new: Path, dest: Path) -> None:
+def replace_dir(new: Path, dest: Path) -> None:
     """Rename ``new`` to ``dest``; an existing ``dest`` is swapped out first, then removed."""
     if dest.exists() and not dest.is_symlink():
         old = dest.with_name(f".{dest.name}.{os.getpid()}.old")

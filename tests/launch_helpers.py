@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -46,3 +47,12 @@ def wait_for_output(path: Path, marker: str, timeout: float, alive=lambda: True)
         if time.monotonic() > deadline:
             raise AssertionError(f"{marker!r} not seen within {timeout:.0f} s:\n{text[-4000:]}")
         time.sleep(1.0)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)

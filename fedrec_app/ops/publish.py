@@ -32,6 +32,7 @@ from fedrec_app.checkpoint import (
     CheckpointError,
     point,
     read_checkpoint,
+    replace_dir,
     round_folder_name,
     verify_checkpoint,
 )
@@ -114,9 +115,9 @@ def _publish(
                 verify_checkpoint(release, key)
             except CheckpointError as exc:
                 log.warning("%s: replacing a damaged copy (%s)", release, exc)
-                _stage(checkpoint.path, checkpoint.manifest, release, key, replace=True)
+                _stage(checkpoint.path, checkpoint.manifest, release, key)
         else:
-            _stage(checkpoint.path, checkpoint.manifest, release, key, replace=False)
+            _stage(checkpoint.path, checkpoint.manifest, release, key)
         os.utime(release)  # publish order, for pruning
         previous = current_release(serve_dir)
         link = point(serve_dir, CURRENT, release)
@@ -148,9 +149,7 @@ def prune(serve_dir: Path, keep: int = DEFAULT_KEEP) -> tuple[Path, ...]:
     return tuple(removed)
 
 
-def _stage(
-    source: Path, manifest: dict[str, Any], release: Path, key: Ed25519PublicKey, replace: bool
-) -> None:
+def _stage(source: Path, manifest: dict[str, Any], release: Path, key: Ed25519PublicKey) -> None:
     """Copy the manifest's files into a temporary folder beside ``release``, verify the copy,
     fix its modes and rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{release.name}.", suffix=".tmp", dir=release.parent))
@@ -164,13 +163,7 @@ def _stage(
             raise CheckpointError(f"{source}: changed while it was copied ({exc})") from None
         tmp.chmod(FOLDER_MODE)
         _fsync(tmp)
-        if replace:
-            old = release.with_name(f".{release.name}.{os.getpid()}.old")
-            os.replace(release, old)
-            os.replace(tmp, release)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, release)
+        replace_dir(tmp, release)  # a damaged earlier copy is swapped out, then removed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,6 +7,7 @@ verify them with its public half, as in production.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -188,3 +189,10 @@ def gateway(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 def checkpoint_factory() -> Callable[..., Path]:
     """``make_checkpoint`` for tests that need their own checkpoints."""
     return make_checkpoint
+
+
+def reloads(client, result: str) -> int:
+    """The gateway's ``reloads_total{result=…}`` counter, read from its /metrics."""
+    text = client.get("/metrics").text
+    match = re.search(rf'fedrec_gateway_reloads_total{{result="{result}"}} (\S+)', text)
+    return int(float(match.group(1))) if match else 0

@@ -8,12 +8,12 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from import_blocker import NOT_IN_GATEWAY, run_cli_without
+from launch_helpers import wait_for
 from signing_keys import verify_key_file
 
 from fedrec_app.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, CheckpointError
@@ -27,14 +27,6 @@ def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _releases(serve: Path) -> list[str]:
     return sorted(p.name for p in (serve / RELEASES).iterdir())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def test_publish_stages_verifies_and_switches_current(checkpoint_factory, tmp_path) -> None:

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
-import time
-from collections.abc import Callable
+
+from gateway.conftest import reloads
+from launch_helpers import wait_for
 
 from fedrec_app.checkpoint import point
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
-def reloads(client, result: str) -> int:
-    text = client.get("/metrics").text
-    match = re.search(rf'fedrec_gateway_reloads_total{{result="{result}"}} (\S+)', text)
-    return int(float(match.group(1))) if match else 0
 
 
 def test_reload_under_load(checkpoint_factory, gateway_factory, tmp_path) -> None:

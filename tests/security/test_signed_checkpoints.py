@@ -17,14 +17,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from gateway.conftest import free_port, make_checkpoint, start_gateway
+from gateway.conftest import free_port, make_checkpoint, reloads, start_gateway
+from launch_helpers import wait_for
 from signing_keys import verify_key_file
 
 from fedrec_app.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, point, verify_checkpoint
@@ -75,20 +74,6 @@ def outsider(served: dict[int, list[int]], genuine: Path) -> int:
         ids = [int(m) for m in npz["item_ids"]]
     shown = {m for recs in served.values() for m in recs}
     return next(m for m in reversed(ids) if m not in shown)
-
-
-def reloads(client: httpx.Client, result: str) -> int:
-    text = client.get("/metrics").text
-    match = re.search(rf'fedrec_gateway_reloads_total{{result="{result}"}} (\S+)', text)
-    return int(float(match.group(1))) if match else 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 @pytest.fixture
