@@ -169,8 +169,9 @@ class LocalFederation:
         self.superlink: ManagedProcess | None = None
         self.proxy: ManagedProcess | None = None
         self.timings: dict[str, float] = {}
-        # The apps every node runs (default: this checkout's fedrec app and the no-op app);
-        # their hashes are approved again before each submit, as files in the tree change.
+        # The apps every node runs (default: this checkout's fedrec app and the no-op app),
+        # approved once when the first node starts: edit the checkout while the federation
+        # runs and the nodes refuse its new hash, as a lab's would (hashing it takes seconds).
         if approved_apps is None:
             approved_apps = [d for d in (FEDREC_APP_DIR, NOOP_APP_DIR)
                              if (d / "pyproject.toml").is_file()]
@@ -467,8 +468,6 @@ class LocalFederation:
         return digests
 
     def submit(self, app_dir: Path, run_config: Mapping[str, ConfigValue] | None = None) -> str:
-        if self.approved_apps:  # the tree may have changed since the nodes started
-            self.approve(*self.approved_apps)
         return self.cli.run(app_dir, run_config)
 
     def run(

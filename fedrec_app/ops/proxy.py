@@ -150,18 +150,22 @@ http {{
         (folder / "tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
         return atomic_write(self.config_path, self.config(), 0o644)
 
-    def argv(self) -> list[str]:
-        """nginx in the foreground on the written config."""
+    def _nginx(self) -> list[str]:
+        """nginx on the written config, errors to stderr."""
         binary = nginx_bin()
         if binary is None:
             raise FedrecError(f"the Fleet proxy needs nginx: {INSTALL_HINT}")
         return [binary, "-c", str(self.config_path), "-p", str(Path(self.folder).resolve()),
-                "-e", "stderr", "-g", "daemon off;"]
+                "-e", "stderr"]
+
+    def argv(self) -> list[str]:
+        """nginx in the foreground on the written config."""
+        return [*self._nginx(), "-g", "daemon off;"]
 
     def check(self, prefix: Sequence[str] = ()) -> None:
         """`nginx -t` on the written config (run under `prefix`, e.g. `ip netns exec NS`: it
         binds the address); raise with nginx's own words if it is refused."""
-        argv = [*prefix, *self.argv()[:-2], "-t", "-q"]
+        argv = [*prefix, *self._nginx(), "-t", "-q"]
         result = subprocess.run(argv, capture_output=True, text=True, check=False,
                                 stdin=subprocess.DEVNULL)
         if result.returncode != 0:
