@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedrec_app.config import APP_DIR
 from fedrec_app.errors import FedrecError
 from fedrec_app.ops.app_approval import (
     app_hash,
@@ -57,7 +58,6 @@ from fedrec_app.ops.trainer import TRAINER_READY, TrainerGroupCommand, trainer_l
 log = logging.getLogger(__name__)
 
 NOOP_APP_DIR = Path(__file__).resolve().parents[1] / "bench" / "noop_app"
-FEDREC_APP_DIR = Path(__file__).resolve().parents[2]  # the checkout: the fedrec app
 NODE_READY = r"SuperNode ID: (\d+)"
 REFUSED_ACTIVATION = "[code: 2004]"
 RECONNECTED = r"Connection successful after"
@@ -173,7 +173,7 @@ class LocalFederation:
         # approved once when the first node starts: edit the checkout while the federation
         # runs and the nodes refuse its new hash, as a lab's would (hashing it takes seconds).
         if approved_apps is None:
-            approved_apps = [d for d in (FEDREC_APP_DIR, NOOP_APP_DIR)
+            approved_apps = [d for d in (APP_DIR, NOOP_APP_DIR)
                              if (d / "pyproject.toml").is_file()]
         self.approved_apps = tuple(Path(d).resolve() for d in approved_apps)
         self.allowlist = self.work_dir / "approved-apps.txt"
