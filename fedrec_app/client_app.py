@@ -1,7 +1,9 @@
-"""Flower ClientApp (thin): a node trains on its own partition; the work is in ``fedrec_app.node``.
+"""Flower ClientApp (thin): a node trains on its own partition; the work is in
+``fedrec_app.node.task``.
 
-With the node's warm trainer running, the message goes to it (``fedrec_app.trainer_client``) and
-this process imports neither pandas nor TensorFlow; without one, it does the work here.
+With the node's warm trainer running, the message goes to it
+(``fedrec_app.node.trainer_client``) and this process imports neither pandas nor TensorFlow;
+without one, it does the work here.
 A failure is logged in full here, on the node, and the server gets only ``fedrec:<code>``.
 """
 
@@ -13,9 +15,9 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from fedrec_app import protocol
-from fedrec_app.app_logging import log_to_stderr
-from fedrec_app.config import parse_run_config
+from fedrec_app.core import protocol
+from fedrec_app.core.app_logging import log_to_stderr
+from fedrec_app.core.config import parse_run_config
 
 log = logging.getLogger("fedrec_app.client_app")
 
@@ -35,10 +37,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 def _serve(msg: Message, context: Context, operation: str) -> Message:
-    """Hand the message to the node's warm trainer if one runs, else run ``fedrec_app.node``'s
+    """Hand the message to the node's warm trainer if one runs, else run ``fedrec_app.node.task``'s
     ``operation`` here."""
-    from fedrec_app.node_setup import NodeFailure, node_setup
-    from fedrec_app.trainer_client import ask
+    from fedrec_app.node.setup import NodeFailure, node_setup
+    from fedrec_app.node.trainer_client import ask
 
     log_to_stderr()
     try:
@@ -55,9 +57,9 @@ def _serve(msg: Message, context: Context, operation: str) -> Message:
         )
         where = "by the warm trainer (details in its log)"
         if reply is None:
-            from fedrec_app import node  # pandas; TensorFlow once it trains
+            from fedrec_app.node import task  # pandas; TensorFlow once it trains
 
-            reply = getattr(node, operation)(msg.content, run_cfg, setup, context.run_id)
+            reply = getattr(task, operation)(msg.content, run_cfg, setup, context.run_id)
             where = "in this process (no warm trainer answered)"
         protocol.add_site_name(reply, context.node_config)
         config = msg.content.config_records.get(protocol.CONFIG)

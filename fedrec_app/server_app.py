@@ -14,9 +14,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrec_app.app_logging import log_to_stderr
-from fedrec_app.config import ConfigError, RunConfig, parse_run_config
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.app_logging import log_to_stderr
+from fedrec_app.core.config import ConfigError, RunConfig, parse_run_config
+from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger("fedrec_app.server_app")
 
@@ -37,11 +37,11 @@ def main(grid: Grid, context: Context) -> None:
 
 def run(grid: Grid, cfg: RunConfig, run_id: int) -> Path | None:
     """The whole run; returns the ``final/`` checkpoint folder (None if no round finished)."""
+    from fedrec_app.core.signing import load_signing_key
+    from fedrec_app.core.training import init_item_arrays
     from fedrec_app.data.catalogue import read_catalogue_csv
-    from fedrec_app.keeper import CheckpointKeeper, resume_point
-    from fedrec_app.signing import load_signing_key
-    from fedrec_app.strategy import FederationLoop
-    from fedrec_app.training import init_item_arrays
+    from fedrec_app.server.keeper import CheckpointKeeper, resume_point
+    from fedrec_app.server.strategy import FederationLoop
 
     if not cfg.checkpoint_dir or not Path(cfg.checkpoint_dir).is_absolute():
         raise ConfigError(

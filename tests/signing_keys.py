@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrec_app.core.signing import load_signing_key
 from fedrec_app.ops.certs import CertPaths, make_signing_key
-from fedrec_app.signing import load_signing_key
 
 
 @functools.cache

@@ -127,7 +127,8 @@ import importlib, pkgutil
 import fedrec_app.ops as ops
 names = [m.name for m in pkgutil.iter_modules(ops.__path__, "fedrec_app.ops.")]
 names.remove("fedrec_app.ops.supernode_main")  # the SuperNode's entry point: node hosts only
-for name in names + ["fedrec_app.gateway.main", "fedrec_app.checkpoint", "fedrec_app.signing"]:
+gateway_side = ["fedrec_app.gateway.main", "fedrec_app.core.checkpoint", "fedrec_app.core.signing"]
+for name in names + gateway_side:
     importlib.import_module(name)
 print(len(names))
 """

@@ -2,7 +2,7 @@
 
 For every test user of a split, the gateway's fold-in solves the user's vectors from the user's
 training ratings alone; the test ratings are then scored with the same metrics as training
-(``fedrec_app.metrics``: RMSE/MAE over all test ratings, full-ranking HR/P/R/NDCG@10 over the
+(``fedrec_app.core.metrics``: RMSE/MAE over all test ratings, full-ranking HR/P/R/NDCG@10 over the
 items the user did not rate in training). When the checkpoint holds user factors, the learned
 vectors are scored the same way, so the two rows compare directly.
 """
@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from fedrec_app import scoring
+from fedrec_app.core import scoring
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.metrics import RELEVANT_MIN, TOP_K, EvalSums, rating_sums, user_ranking_sums
 from fedrec_app.data.movielens import read_split
-from fedrec_app.errors import FedrecError
 from fedrec_app.gateway.recommender import Recommender, UnknownIdsError, UserVectors
-from fedrec_app.metrics import RELEVANT_MIN, TOP_K, EvalSums, rating_sums, user_ranking_sums
 
 
 def _user_sums(

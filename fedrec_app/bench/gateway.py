@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from fedrec_app.checkpoint import MODEL, read_checkpoint, write_checkpoint
+from fedrec_app.core.checkpoint import MODEL, read_checkpoint, write_checkpoint
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
 from fedrec_app.data.catalogue import GENRES, Catalogue
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class GatewayBenchConfig:
 def synthetic_checkpoint(folder: Path, seed: int = 0, keras: bool = True) -> Path:
     """A checkpoint of MovieLens-100k size with random factors and, with ``keras``, a
     model.keras (imports Keras)."""
-    from fedrec_app.training import TrainConfig, model_shape
+    from fedrec_app.core.training import TrainConfig, model_shape
 
     cfg = TrainConfig()
     rng = np.random.default_rng(seed)
@@ -87,7 +87,7 @@ def synthetic_checkpoint(folder: Path, seed: int = 0, keras: bool = True) -> Pat
     }
     if not keras:
         return write_checkpoint(folder, arrays, catalogue, manifest)
-    from fedrec_app.model import save_model_file
+    from fedrec_app.core.model import save_model_file
 
     shape = model_shape(cfg, ML100K_USERS, ML100K_ITEMS)
     return write_checkpoint(

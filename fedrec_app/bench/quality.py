@@ -1,6 +1,6 @@
 """`fedrec bench quality`: central vs federated training of the same model on one split.
 
-Central: ``fedrec_app.central`` (epochs chosen on validation). Federated: the Flower app on
+Central: ``fedrec_app.core.central`` (epochs chosen on validation). Federated: the Flower app on
 Flower's simulation engine (a SuperLink in simulation mode that this module starts on a free
 loopback port and stops afterwards), ``K`` virtual SuperNodes over a fresh ``random`` partition
 set. The federated figures are computed from the run's checkpoint folder (``final`` by default),
@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from fedrec_app.config import APP_DIR, app_defaults
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.config import APP_DIR, app_defaults
+from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,10 @@ def run_simulation(
 
 def evaluate_checkpoint(folder: Path, partition_set: Path) -> dict[str, float]:
     """Test metrics of a checkpoint with user factors, over all partitions of ``partition_set``."""
-    from fedrec_app.checkpoint import read_checkpoint
+    from fedrec_app.core.checkpoint import read_checkpoint
+    from fedrec_app.core.scoring import USER_ARRAYS
+    from fedrec_app.core.training import SHARED_ARRAYS, evaluate
     from fedrec_app.data.partition import load_partition_set_member, read_manifest
-    from fedrec_app.scoring import USER_ARRAYS
-    from fedrec_app.training import SHARED_ARRAYS, evaluate
 
     ckpt = read_checkpoint(folder)
     if not ckpt.has_user_factors:
@@ -127,10 +127,10 @@ def run_quality(
     run_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Central and federated figures (see the module docstring) as one JSON-ready dict."""
-    from fedrec_app.central import load_central_data, train_central
-    from fedrec_app.config import parse_run_config
+    from fedrec_app.core.central import load_central_data, train_central
+    from fedrec_app.core.config import parse_run_config
+    from fedrec_app.core.model import configure_device
     from fedrec_app.data.partition import make_partitions
-    from fedrec_app.model import configure_device
     from fedrec_app.ops.certs import CertPaths, ensure_signing_key
 
     work_dir = Path(work_dir).resolve()

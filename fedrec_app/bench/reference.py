@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException
 
-from fedrec_app.checkpoint import MODEL, read_checkpoint
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.checkpoint import MODEL, read_checkpoint
+from fedrec_app.core.errors import FedrecError
 
 
 def create_reference_app(checkpoint: Path, min_rating: float = 2.0) -> FastAPI:
     import keras
 
-    import fedrec_app.model  # noqa: F401  (registers FedRecModel for load_model)
+    import fedrec_app.core.model  # noqa: F401  (registers FedRecModel for load_model)
 
     ckpt = read_checkpoint(checkpoint)
     if not (ckpt.path / MODEL).is_file():

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedrec_app.checkpoint import read_checkpoint
-from fedrec_app.config import APP_DIR
+from fedrec_app.core.checkpoint import read_checkpoint
+from fedrec_app.core.config import APP_DIR
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ _IMPORT_PROBE = (
 )
 # What a fedrec ClientApp process imports on top of Flower, with and without a warm trainer.
 CLIENTAPP_IMPORTS = {
-    "warm": "fedrec_app.client_app, fedrec_app.trainer_client",
-    "in_process": "fedrec_app.client_app, fedrec_app.node, fedrec_app.model",
+    "warm": "fedrec_app.client_app, fedrec_app.node.trainer_client",
+    "in_process": "fedrec_app.client_app, fedrec_app.node.task, fedrec_app.core.model",
 }
 
 

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger("fedrec")
 

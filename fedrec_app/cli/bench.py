@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _quality(args: argparse.Namespace) -> int:
     from fedrec_app.bench.quality import run_quality, table
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     if args.num_partitions < 1:
         raise FedrecError("--num-partitions must be >= 1")
@@ -78,7 +78,7 @@ def _run_config(pairs: list[str]) -> dict:
     """``["local-epochs=2", "catalogue='x'"]`` -> ``{"local-epochs": 2, "catalogue": "x"}``."""
     import tomllib
 
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     out = {}
     for pair in pairs:
@@ -94,7 +94,7 @@ def _run_config(pairs: list[str]) -> dict:
 
 def _training(args: argparse.Namespace) -> int:
     from fedrec_app.bench.training import headline, run_training_bench, table
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     if args.nodes < 1 or args.rounds < 1:
         raise FedrecError("--nodes and --rounds must be >= 1")
@@ -132,7 +132,7 @@ def _register_launch(kinds: argparse._SubParsersAction) -> None:
 
 def _launch(args: argparse.Namespace) -> int:
     from fedrec_app.bench.launch import run_launch_bench, table
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     if args.pairs < 1:
         raise FedrecError(f"--pairs {args.pairs}: must be >= 1")
@@ -189,7 +189,7 @@ def _register_gateway(kinds: argparse._SubParsersAction) -> None:
 
 def _gateway(args: argparse.Namespace) -> int:
     from fedrec_app.bench.gateway import GatewayBenchConfig, run_and_write
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     if args.flood is not None:
         return _gateway_flood(args)
@@ -215,7 +215,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 def _gateway_flood(args: argparse.Namespace) -> int:
     from fedrec_app.bench.gateway import FloodBenchConfig, run_and_write_flood
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
 
     if args.flood < 1 or args.flood_clients < 1 or args.requests < 1 or args.duration <= 0:
         raise FedrecError("--flood, --flood-clients and --requests must be >= 1, --duration > 0")

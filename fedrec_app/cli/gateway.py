@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 DEFAULT_CERT, DEFAULT_KEY = Path("certs/server.pem"), Path("certs/server.key")
 
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace) -> int:
     """Verify and load the checkpoint exactly as a start would; serve nothing."""
+    from fedrec_app.core.signing import load_verify_key
     from fedrec_app.gateway.store import describe, load_source
-    from fedrec_app.signing import load_verify_key
 
     verify_key = load_verify_key(args.verify_key) if args.verify_key is not None else None
     recommender = load_source(args.checkpoint, verify_key)

@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
     from fedrec_app.ops.certs import (
         certificate_sans,
         issue_server_cert,
@@ -128,7 +128,7 @@ def _keys(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     import shlex
 
-    from fedrec_app.errors import FedrecError
+    from fedrec_app.core.errors import FedrecError
     from fedrec_app.ops.deploy import (
         PROXY_LOG,
         TRAINER_LOG,

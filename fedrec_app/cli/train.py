@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from fedrec_app.training import TrainConfig
+from fedrec_app.core.training import TrainConfig
 
 # TrainConfig fields that are hyperparameters of the central run (local_epochs is federation-only).
 _HYPER = tuple(f for f in dataclasses.fields(TrainConfig) if f.name not in ("local_epochs", "seed"))
@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_central(args: argparse.Namespace) -> int:
-    from fedrec_app.central import load_central_data, train_central, write_central_checkpoint
-    from fedrec_app.errors import FedrecError
-    from fedrec_app.model import configure_device
+    from fedrec_app.core.central import load_central_data, train_central, write_central_checkpoint
+    from fedrec_app.core.errors import FedrecError
+    from fedrec_app.core.model import configure_device
 
     try:
         cfg = TrainConfig(seed=args.seed, **{f.name: getattr(args, f.name) for f in _HYPER})
@@ -56,7 +56,7 @@ def _train_central(args: argparse.Namespace) -> int:
         raise FedrecError("--epochs and --patience must be >= 1")
     signing_key = None
     if args.signing_key is not None:  # checked before the training, not after
-        from fedrec_app.signing import load_signing_key
+        from fedrec_app.core.signing import load_signing_key
 
         if args.out is None:
             raise FedrecError("--signing-key signs the --out checkpoint: give --out too")

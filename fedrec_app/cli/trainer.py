@@ -53,24 +53,24 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _trainer(args: argparse.Namespace) -> int:
-    from fedrec_app.priority import lower_priority
+    from fedrec_app.node.priority import lower_priority
 
     set_back = lower_priority(args.nice)  # before the imports: they are part of the start-up
-    from fedrec_app.trainer import run_trainer
+    from fedrec_app.node.trainer import run_trainer
 
     run_trainer(args.state_dir, args.data_path, args.gpu_index, args.threads, on_ready=set_back)
     return 0
 
 
 def _trainers(args: argparse.Namespace) -> int:
-    from fedrec_app.errors import FedrecError
-    from fedrec_app.priority import lower_priority
+    from fedrec_app.core.errors import FedrecError
+    from fedrec_app.node.priority import lower_priority
 
     if args.data_path and len(args.data_path) != len(args.state_dir):
         raise FedrecError(f"{len(args.state_dir)} --state-dir but {len(args.data_path)} "
                           "--data-path: give one per node, in the same order, or none")
     set_back = lower_priority(args.nice)
-    from fedrec_app.trainer_group import GroupMember, serve_group
+    from fedrec_app.node.trainer_group import GroupMember, serve_group
 
     data = args.data_path or [None] * len(args.state_dir)
     members = [GroupMember(s, d) for s, d in zip(args.state_dir, data, strict=True)]

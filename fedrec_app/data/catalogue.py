@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
 
 GENRES: tuple[str, ...] = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

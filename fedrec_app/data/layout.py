@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 MANIFEST = "manifest.yaml"
 ITEMS = "items.csv"

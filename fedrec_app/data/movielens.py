@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import sha256_file
 from fedrec_app.data.catalogue import GENRES, Catalogue, movie_year
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     ITEMS,
@@ -63,7 +64,6 @@ from fedrec_app.data.movielens import (
     sort_ratings,
     verify_movielens_folder,
 )
-from fedrec_app.errors import FedrecError
 
 log = logging.getLogger(__name__)
 

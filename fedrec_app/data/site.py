@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     existing_output,
@@ -36,7 +37,6 @@ from fedrec_app.data.movielens import (
     sort_ratings,
 )
 from fedrec_app.data.partition import DEFAULT_VAL_FRACTION, write_partition_folder
-from fedrec_app.errors import FedrecError
 
 log = logging.getLogger(__name__)
 

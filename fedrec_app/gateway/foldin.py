@@ -1,6 +1,6 @@
 """Fold-in: user vectors for someone the checkpoint has never seen, from a list of ratings.
 
-Both solvers minimise the training objective of ``fedrec_app.model`` for one user with the item
+Both solvers minimise the training objective of ``fedrec_app.core.model`` for one user with the item
 rows held fixed, so a folded-in user is what training would have made of that user:
 
 - rating head: ridge regression of ``rating - global_bias - item_bias`` on ``[item_embedding, 1]``

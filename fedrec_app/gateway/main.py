@@ -17,8 +17,8 @@ from fastapi.staticfiles import StaticFiles
 
 from fedrec_app.gateway import handlers
 from fedrec_app.gateway.connections import ConnectionCollector, ConnectionGuard, guarded_protocol
-from fedrec_app.gateway.metrics import GatewayMetrics
 from fedrec_app.gateway.middleware import RequestMiddleware
+from fedrec_app.gateway.prometheus import GatewayMetrics
 from fedrec_app.gateway.routes import movies, ops, predict, recommend
 from fedrec_app.gateway.security import require_api_key
 from fedrec_app.gateway.settings import GatewaySettings

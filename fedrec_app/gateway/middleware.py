@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fedrec_app.gateway.metrics import GatewayMetrics
+from fedrec_app.gateway.prometheus import GatewayMetrics
 
 access_log = logging.getLogger("fedrec_app.gateway.access")
 SECURITY_HEADERS = (

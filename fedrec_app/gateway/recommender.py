@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedrec_app import scoring
-from fedrec_app.checkpoint import Checkpoint, read_checkpoint
+from fedrec_app.core import scoring
+from fedrec_app.core.checkpoint import Checkpoint, read_checkpoint
 from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
 

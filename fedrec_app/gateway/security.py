@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedrec_app.checkpoint import MANIFEST, CheckpointError
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.checkpoint import MANIFEST, CheckpointError
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.signing import load_verify_key
 from fedrec_app.gateway.recommender import Recommender
-from fedrec_app.signing import load_verify_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

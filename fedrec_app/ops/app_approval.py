@@ -23,8 +23,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 HEADER = "# sha256 of each FAB this node may run (`fedrec app hash APP_DIR`)\n"

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
-from fedrec_app.signing import (
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
+from fedrec_app.core.signing import (
     key_id,
     load_signing_key,
     load_verify_key,

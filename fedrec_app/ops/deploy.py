@@ -25,7 +25,7 @@ from fedrec_app.ops.flower import (
 )
 from fedrec_app.ops.manifest import Manifest
 from fedrec_app.ops.proxy import ProxyCommand
-from fedrec_app.ops.trainer import TrainerCommand
+from fedrec_app.ops.trainer_command import TrainerCommand
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedrec_app.config import APP_DIR
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.config import APP_DIR
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.app_approval import (
     app_hash,
     app_label,
@@ -53,7 +53,7 @@ from fedrec_app.ops.flower import (
 )
 from fedrec_app.ops.process import ManagedProcess, ProcessError
 from fedrec_app.ops.proxy import INSTALL_HINT, ProxyCommand, nginx_bin
-from fedrec_app.ops.trainer import TRAINER_READY, TrainerGroupCommand, trainer_log_line
+from fedrec_app.ops.trainer_command import TRAINER_READY, TrainerGroupCommand, trainer_log_line
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 

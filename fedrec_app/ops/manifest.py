@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 ROLES = ("superlink", "proxy", "supernode", "register", "gateway")
 
@@ -159,7 +159,7 @@ class Manifest:
                 self._covers("gateway.host", gw.host, gw.cert)
             if gw.api_key_file is not None:
                 self._readable("gateway.api-key-file", gw.api_key_file, private=True)
-            from fedrec_app.signing import load_verify_key
+            from fedrec_app.core.signing import load_verify_key
 
             self._readable("gateway.verify-key", gw.verify_key)
             try:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger(__name__)
 

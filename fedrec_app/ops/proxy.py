@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
-from fedrec_app.files import atomic_write
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import atomic_write
 from fedrec_app.ops.flower import host_port
 
 log = logging.getLogger(__name__)

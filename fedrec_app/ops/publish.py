@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedrec_app.checkpoint import (
+from fedrec_app.core.checkpoint import (
     FILE_MODE,
     FOLDER_MODE,
     MANIFEST,
@@ -36,7 +36,7 @@ from fedrec_app.checkpoint import (
     round_folder_name,
     verify_checkpoint,
 )
-from fedrec_app.signing import load_verify_key
+from fedrec_app.core.signing import load_verify_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

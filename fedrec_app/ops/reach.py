@@ -12,7 +12,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.manifest import Manifest, ManifestError
 
 DEFAULT_TIMEOUT = 5.0

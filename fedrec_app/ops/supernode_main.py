@@ -37,8 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from fedrec_app import protocol
-from fedrec_app.app_logging import log_to_stderr
+from fedrec_app.core import protocol
+from fedrec_app.core.app_logging import log_to_stderr
 from fedrec_app.ops.app_approval import AppGate, ApprovalError, Verdict, read_allowlist
 
 log = logging.getLogger("fedrec_app.ops.supernode_main")  # also when run as __main__

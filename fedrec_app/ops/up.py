@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedrec_app.config import APP_DIR
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.config import APP_DIR
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.flower import COMPLETED, FINISHED, ConfigValue, flower_bin
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class Launch:
         from fedrec_app.data.partition import make_partitions
         from fedrec_app.ops.certs import ensure_signing_key, make_certs, make_node_keys
         from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
-        from fedrec_app.ops.trainer import TRAINER_LISTENING
+        from fedrec_app.ops.trainer_command import TRAINER_LISTENING
 
         opt = self.options
         opt.check()

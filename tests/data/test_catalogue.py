@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
-from fedrec_app.errors import FedrecError
 
 
 def _catalogue() -> Catalogue:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from synthetic import NON_ASCII_TITLE, UNKNOWN_ITEM
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import GENRES, movie_year, title_year
 from fedrec_app.data.movielens import (
     SPLITS,
@@ -17,7 +18,6 @@ from fedrec_app.data.movielens import (
     read_split,
     verify_movielens_folder,
 )
-from fedrec_app.errors import FedrecError
 
 
 def _rows(path: Path) -> list[tuple[int, ...]]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.data.movielens import read_items, read_split
 from fedrec_app.data.partition import (
@@ -20,7 +21,6 @@ from fedrec_app.data.partition import (
     make_partitions,
     verify_partition_set,
 )
-from fedrec_app.errors import FedrecError
 
 
 def _rows(frame: pd.DataFrame) -> Counter:

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import write_catalogue_csv
 from fedrec_app.data.layout import MANIFEST
 from fedrec_app.data.movielens import read_items, read_ratings
 from fedrec_app.data.partition import load_partition
 from fedrec_app.data.site import make_site_partition
-from fedrec_app.errors import FedrecError
 
 
 @pytest.fixture

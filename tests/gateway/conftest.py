@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from signing_keys import signing_key, verify_key_file
 
-from fedrec_app.checkpoint import write_checkpoint
+from fedrec_app.core.checkpoint import write_checkpoint
 from fedrec_app.data.catalogue import GENRES, Catalogue
 
 HISTORY_ROUNDS = 4

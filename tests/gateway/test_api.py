@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrec_app import scoring
-from fedrec_app.checkpoint import read_checkpoint
+from fedrec_app.core import scoring
+from fedrec_app.core.checkpoint import read_checkpoint
 from fedrec_app.data.catalogue import movie_year
 
 

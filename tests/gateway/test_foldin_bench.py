@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fedrec_app.bench.foldin import run_foldin_bench
-from fedrec_app.checkpoint import write_checkpoint
+from fedrec_app.core.checkpoint import write_checkpoint
 from fedrec_app.data.movielens import read_items, read_split
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec_app import scoring
-from fedrec_app.checkpoint import MODEL, read_checkpoint, write_checkpoint
+from fedrec_app.core import scoring
+from fedrec_app.core.checkpoint import MODEL, read_checkpoint, write_checkpoint
 from fedrec_app.gateway.recommender import Recommender
 
 pytestmark = pytest.mark.slow  # imports TensorFlow
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # imports TensorFlow
 
 def test_numpy_serving_matches_keras(checkpoint_dir, tmp_path) -> None:
     keras = pytest.importorskip("keras")
-    from fedrec_app.model import ModelShape, save_model_file
+    from fedrec_app.core.model import ModelShape, save_model_file
 
     source = read_checkpoint(checkpoint_dir)
     a = source.arrays

@@ -16,7 +16,7 @@ from import_blocker import NOT_IN_GATEWAY, run_cli_without
 from launch_helpers import wait_for
 from signing_keys import verify_key_file
 
-from fedrec_app.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, CheckpointError
+from fedrec_app.core.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, CheckpointError
 from fedrec_app.ops.publish import CURRENT, RELEASES, current_release, prune, publish
 
 

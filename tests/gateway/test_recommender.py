@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec_app import scoring
-from fedrec_app.checkpoint import read_checkpoint
+from fedrec_app.core import scoring
+from fedrec_app.core.checkpoint import read_checkpoint
 from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
 from fedrec_app.gateway.recommender import Recommender, UnknownGenreError, UnknownIdsError

@@ -9,7 +9,7 @@ import threading
 from gateway.conftest import reloads
 from launch_helpers import wait_for
 
-from fedrec_app.checkpoint import point
+from fedrec_app.core.checkpoint import point
 
 
 def test_reload_under_load(checkpoint_factory, gateway_factory, tmp_path) -> None:

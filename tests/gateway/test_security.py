@@ -9,7 +9,7 @@ import httpx
 import pytest
 from signing_keys import verify_key_file
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.gateway.security import key_matches, load_api_keys
 
 KEY = "k3y-for-tests-0123456789abcdef"

@@ -8,10 +8,10 @@ import logging
 import pytest
 from signing_keys import verify_key_file
 
-from fedrec_app.checkpoint import CheckpointError, point
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.checkpoint import CheckpointError, point
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.signing import new_signing_key
 from fedrec_app.gateway.store import ModelStore, resolve_checkpoint
-from fedrec_app.signing import new_signing_key
 
 
 def test_run_folder_serves_final_else_latest(checkpoint_factory, tmp_path) -> None:

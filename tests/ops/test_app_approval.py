@@ -27,7 +27,7 @@ from flwr.supercore.run import Run
 from flwr.supernode import start_client_internal
 from flwr.supernode.nodestate import NodeStateFactory
 
-from fedrec_app import protocol
+from fedrec_app.core import protocol
 from fedrec_app.ops import supernode_main
 from fedrec_app.ops.app_approval import (
     AppGate,

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.certs import (
     certificate_sans,
     issue_server_cert,

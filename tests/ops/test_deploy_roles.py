@@ -21,7 +21,7 @@ from fedrec_app.ops.federation import NODE_READY, NOOP_APP_DIR, free_port
 from fedrec_app.ops.flower import COMPLETED, FlwrCli
 from fedrec_app.ops.manifest import load_manifest
 from fedrec_app.ops.process import ManagedProcess
-from fedrec_app.ops.trainer import TRAINER_READY
+from fedrec_app.ops.trainer_command import TRAINER_READY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrec_app.errors import FedrecError
+from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.flower import (
     FlwrCli,
     SuperLinkCommand,

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from gateway.conftest import make_checkpoint
 
+from fedrec_app.core.signing import load_signing_key
 from fedrec_app.data.catalogue import write_catalogue_csv
 from fedrec_app.data.movielens import read_items
 from fedrec_app.data.site import make_site_partition
@@ -22,7 +23,6 @@ from fedrec_app.ops.app_approval import append_to_allowlist
 from fedrec_app.ops.certs import issue_server_cert, make_certs, make_node_keys
 from fedrec_app.ops.deploy import launch_for, proxy_command
 from fedrec_app.ops.manifest import ManifestError, load_manifest
-from fedrec_app.signing import load_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ for name in names:
     importlib.import_module(name)
 import fedrec_app.cli.ops
 banned = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")
-          or m in ("fedrec_app.model", "fedrec_app.training", "fedrec_app.client_app",
+          or m in ("fedrec_app.core.model", "fedrec_app.core.training", "fedrec_app.client_app",
                    "fedrec_app.server_app")]
 print(len(names), banned)
 """

@@ -15,13 +15,13 @@ import pytest
 from launch_helpers import processes_mentioning, wait_for_output, wait_gone
 from synthetic import make_synthetic_movielens, zip_movielens
 
-from fedrec_app.checkpoint import verify_checkpoint
 from fedrec_app.cli import main
+from fedrec_app.core.checkpoint import verify_checkpoint
+from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.signing import load_verify_key
 from fedrec_app.data.catalogue import read_catalogue_csv
-from fedrec_app.errors import FedrecError
 from fedrec_app.ops.federation import free_port
 from fedrec_app.ops.up import UpOptions, exposure_warning, parse_run_config, server_line
-from fedrec_app.signing import load_verify_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_cli_refuses_a_taken_gateway_port_before_starting_anything(
 def test_server_lines_shown_while_training() -> None:
     line = ("round 4/6: model of round 3 on the held-out ratings: RMSE 0.9310, NDCG@10 0.3910 | "
             "3/3 nodes replied: sn1, sn2, sn3 | 9.1 s")
-    assert server_line(f"INFO fedrec_app.strategy: {line}") == line
+    assert server_line(f"INFO fedrec_app.server.strategy: {line}") == line
     assert server_line("\x1b[92mINFO \x1b[0m: flwr noise") is None
     assert server_line("\x1b[91mERROR \x1b[0m:     Exit Code: 201") == "ERROR: Exit Code: 201"
     assert server_line("INFO :      [ROUND 1/3]") is None

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from launch_helpers import wait_gone
 
-from fedrec_app.config import APP_DIR
+from fedrec_app.core.config import APP_DIR
 from fedrec_app.data.partition import make_partitions
 from fedrec_app.ops.app_approval import app_hash, append_to_allowlist, read_allowlist
 from fedrec_app.ops.federation import NOOP_APP_DIR, LocalFederation

@@ -17,7 +17,7 @@ import pytest
 from gateway.conftest import free_port, make_checkpoint, start_gateway
 from signing_keys import verify_key_file
 
-from fedrec_app.checkpoint import point
+from fedrec_app.core.checkpoint import point
 from fedrec_app.ops.publish import current_release
 
 SSHD, SFTP_SERVER = Path("/usr/sbin/sshd"), Path("/usr/lib/openssh/sftp-server")

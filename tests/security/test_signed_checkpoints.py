@@ -26,9 +26,9 @@ from gateway.conftest import free_port, make_checkpoint, reloads, start_gateway
 from launch_helpers import wait_for
 from signing_keys import verify_key_file
 
-from fedrec_app.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, point, verify_checkpoint
-from fedrec_app.files import sha256_file
-from fedrec_app.signing import new_signing_key, sign
+from fedrec_app.core.checkpoint import MANIFEST, SIGNATURE, WEIGHTS, point, verify_checkpoint
+from fedrec_app.core.files import sha256_file
+from fedrec_app.core.signing import new_signing_key, sign
 
 pytestmark = pytest.mark.integration
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 from flwr.app import RecordDict
 
-from fedrec_app import trainer_client, trainer_wire
-from fedrec_app.config import app_defaults, parse_run_config
-from fedrec_app.node_setup import KEY_FILE, SOCKET_FILE, NodeFailure, node_setup
-from fedrec_app.private_dir import UnsafeFolderError
-from fedrec_app.trainer import Endpoint, serve_connections
+from fedrec_app.core.config import app_defaults, parse_run_config
+from fedrec_app.node import trainer_client, trainer_wire
+from fedrec_app.node.private_dir import UnsafeFolderError
+from fedrec_app.node.setup import KEY_FILE, SOCKET_FILE, NodeFailure, node_setup
+from fedrec_app.node.trainer import Endpoint, serve_connections
 
 RUN_CONFIG = parse_run_config(app_defaults())
 NOBODY = 65534
@@ -274,7 +274,10 @@ def test_a_pickle_after_the_handshake_is_refused_unread(
     bomb = _pickle_bomb(marker)
     if framing == "multiprocessing.connection":  # what Connection.send writes: length + pickle
         bomb = struct.pack("!i", len(bomb)) + bomb
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.trainer"), _handshaken(trainer) as c:
+    with (
+        caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"),
+        _handshaken(trainer) as c,
+    ):
         c.sendall(bomb)
         assert _closed_by_peer(c), "the trainer kept a connection that sent a pickle"
     assert not marker.exists()
@@ -309,7 +312,10 @@ def test_a_pickle_as_the_payload_of_a_valid_frame_is_a_bad_message(
 def test_a_request_header_of_the_wrong_shape_is_refused(
     trainer: Endpoint, caplog: pytest.LogCaptureFixture, header: dict
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.trainer"), _handshaken(trainer) as c:
+    with (
+        caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"),
+        _handshaken(trainer) as c,
+    ):
         trainer_wire.send_frame(c, header, b"", time.monotonic() + 5)
         assert _closed_by_peer(c)
     assert any("refused a connection: request" in r.getMessage()
@@ -321,7 +327,10 @@ def test_a_request_header_of_the_wrong_shape_is_refused(
 def test_an_oversize_frame_is_refused_before_it_is_read(
     trainer: Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.trainer"), _handshaken(trainer) as c:
+    with (
+        caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"),
+        _handshaken(trainer) as c,
+    ):
         c.sendall(struct.pack(">I", trainer_wire.MAX_HEADER + 1))
         assert _closed_by_peer(c)
     assert any(f"a header of {trainer_wire.MAX_HEADER + 1} bytes" in r.getMessage()
@@ -333,7 +342,7 @@ def test_a_client_with_the_wrong_key_is_refused(
     trainer: Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     trainer.key_file.write_bytes(b"not the key")  # the client reads this one; the trainer its own
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.trainer"), pytest.raises(
+    with caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"), pytest.raises(
         NodeFailure, match="trainer-failed: .*key challenge failed"
     ):
         trainer_client.ask(trainer.sock.parent, "no-such-op", RecordDict(), {}, {}, 1, 9)
@@ -375,7 +384,7 @@ def test_a_stalled_client_times_out_and_the_next_one_is_served(
         stalled = _handshaken(trainer)
         stalled.sendall(struct.pack(">I", 100) + b'{"operation":')  # and stops
         limit = IO_TIMEOUT
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.trainer"), stalled:
+    with caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"), stalled:
         started, outcome = time.monotonic(), []
         client = threading.Thread(target=lambda: outcome.append(_served(trainer)), daemon=True)
         client.start()  # waits behind the stalled one, for its timeout at most

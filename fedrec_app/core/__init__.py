@@ -1,0 +1,1 @@
+"""The shared core: run-config, model, training, scoring, metrics, protocol, checkpoints."""

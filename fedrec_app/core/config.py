@@ -1,0 +1,169 @@
+"""The Flower app's run-config (`[tool.flwr.app.config]`), parsed once into a typed, frozen object.
+
+Every knob is a kebab-case key in ``pyproject.toml``; ``flwr run --run-config`` may override any
+of them. ``parse_run_config`` checks types and ranges and names the offending key on error.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedrec_app.core.errors import FedrecError
+
+if TYPE_CHECKING:
+    from fedrec_app.core.training import TrainConfig
+
+
+# The project root: the Flower app's pyproject.toml (a source tree or an editable install).
+APP_DIR = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(FedrecError):
+    """A run-config value has the wrong type or lies outside its range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All run-config keys; the field ``x_y`` is the key ``x-y``."""
+
+    num_server_rounds: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    lr_decay: float
+    keep_optimizer: bool
+    server_lr: float
+    embedding_dim: int
+    rank_dim: int
+    l2_rating: float
+    l2_bias: float
+    l2_count_power: float
+    l2_ranking: float
+    negatives: int
+    fraction_train: float
+    min_nodes: int
+    node_wait_timeout: float
+    round_timeout: float
+    checkpoint_dir: str
+    signing_key: str
+    resume_from: str
+    share_user_factors: bool
+    partition_set: str
+    catalogue: str
+    best_metric: str
+    keras_every_round: bool
+    final_evaluate: bool
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as run-config keys (kebab-case), e.g. for a checkpoint manifest."""
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+    def train_config(self, server_round: int = 1) -> TrainConfig:
+        """The model/local-training hyperparameters of this run, at ``server_round``
+        (the learning rate is ``learning-rate * lr-decay ** (round - 1)``)."""
+        from fedrec_app.core.training import TrainConfig
+
+        return TrainConfig(
+            embedding_dim=self.embedding_dim,
+            rank_dim=self.rank_dim,
+            l2_rating=self.l2_rating,
+            l2_bias=self.l2_bias,
+            l2_count_power=self.l2_count_power,
+            l2_ranking=self.l2_ranking,
+            negatives=self.negatives,
+            learning_rate=self.learning_rate * self.lr_decay ** (server_round - 1),
+            batch_size=self.batch_size,
+            local_epochs=self.local_epochs,
+            seed=self.seed,
+        )
+
+    def catalogue_path(self) -> Path | None:
+        """The items.csv the ServerApp reads: ``catalogue``, else ``<partition-set>/items.csv``."""
+        if self.catalogue:
+            return Path(self.catalogue)
+        if self.partition_set:
+            return Path(self.partition_set) / "items.csv"
+        return None
+
+
+# Which validation metrics may pick the `best` checkpoint, and whether lower is better.
+BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "hr@10": False}
+
+_POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
+_POSITIVE_FLOAT = ("learning_rate", "server_lr", "node_wait_timeout", "round_timeout")
+_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking")
+
+
+def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
+    """The app's ``[tool.flwr.app.config]`` defaults from its pyproject.toml."""
+    with open(Path(app_dir) / "pyproject.toml", "rb") as handle:
+        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Check and convert ``context.run_config``; raise ConfigError naming the bad key."""
+    values: dict[str, Any] = {}
+    for field in fields(RunConfig):
+        key = field.name.replace("_", "-")
+        if key not in raw:
+            raise ConfigError(f"run-config: missing key '{key}'")
+        values[field.name] = _convert(key, raw[key], field.type)
+    for name in _POSITIVE_INT:
+        _require(values[name] >= 1, name, values[name], "must be >= 1")
+    for name in _POSITIVE_FLOAT:
+        _require(values[name] > 0, name, values[name], "must be > 0")
+    for name in _NON_NEGATIVE_FLOAT:
+        _require(values[name] >= 0, name, values[name], "must be >= 0")
+    _require(values["negatives"] >= 1, "negatives", values["negatives"], "must be >= 1")
+    _require(values["min_nodes"] >= 1, "min_nodes", values["min_nodes"], "must be >= 1")
+    decay = values["lr_decay"]
+    _require(0 < decay <= 1, "lr_decay", decay, "must lie in (0, 1]")
+    fraction = values["fraction_train"]
+    _require(0 < fraction <= 1, "fraction_train", fraction, "must lie in (0, 1]")
+    if values["checkpoint_dir"]:  # checkpoints are never written unsigned
+        key = values["signing_key"]
+        _require(
+            bool(key), "signing_key", key,
+            "required with 'checkpoint-dir': the absolute path of the federation's Ed25519 "
+            "signing key on the SuperLink host (`fedrec certs` writes federation-signing.key)",
+        )  # fmt: skip
+        _require(Path(key).is_absolute(), "signing_key", key, "must be an absolute path")
+    _require(
+        values["best_metric"] in BEST_METRICS,
+        "best_metric",
+        values["best_metric"],
+        f"must be one of {sorted(BEST_METRICS)}",
+    )
+    return RunConfig(**values)
+
+
+def _convert(key: str, value: Any, kind: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"run-config '{key}': expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"run-config '{key}': expected an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"run-config '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"run-config '{key}': expected a finite number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"run-config '{key}': expected a string, got {value!r}")
+    return value
+
+
+def _require(ok: bool, name: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"run-config '{name.replace('_', '-')}': {what}, got {value!r}")
