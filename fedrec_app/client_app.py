@@ -63,9 +63,13 @@ def _serve(msg: Message, context: Context, operation: str) -> Message:
             where = "in this process (no warm trainer answered)"
         protocol.add_site_name(reply, context.node_config)
         config = msg.content.config_records.get(protocol.CONFIG)
-        log.info("run %s, round %s: %s message done %s", context.run_id,
-                 config.get("round", "?") if config is not None else "?",
-                 msg.metadata.message_type, where)
+        log.info(
+            "run %s, round %s: %s message done %s",
+            context.run_id,
+            config.get("round", "?") if config is not None else "?",
+            msg.metadata.message_type,
+            where,
+        )
         return Message(reply, reply_to=msg)
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR

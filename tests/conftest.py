@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from synthetic import make_synthetic_movielens
 
+from fedrec_app.data.partition import make_partitions
+
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -43,3 +45,11 @@ def ml100k_zip() -> Path:
 def synthetic_ml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic MovieLens-100k-format folder (``…/ml-100k``); see tests/synthetic.py."""
     return make_synthetic_movielens(tmp_path_factory.mktemp("synthetic") / "ml-100k", seed=7)
+
+
+@pytest.fixture(scope="module")
+def partition_set(synthetic_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic set split for two nodes (u1, seed 3)."""
+    out = tmp_path_factory.mktemp("parts") / "synthetic-2"
+    make_partitions(synthetic_ml, out, 2, split="u1", seed=3)
+    return out

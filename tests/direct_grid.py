@@ -7,13 +7,16 @@ the integration tests. Nodes can be taken offline (``drop``) to simulate a dead 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
+from signing_keys import signing_key_file
 
 from fedrec_app.client_app import app as client_app
+from fedrec_app.core.config import app_defaults
 
 
 class DirectGrid(Grid):
@@ -83,3 +86,31 @@ class DirectGrid(Grid):
 
     def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
         return self.pull_messages(self.push_messages(messages))
+
+
+def app_run_config(partition_set: Path, ckpt: Path, **overrides: object) -> dict:
+    """The app's defaults made small for tests: 2 rounds, tiny dims, short waits."""
+    config = app_defaults()
+    config.update(
+        {
+            "num-server-rounds": 2,
+            "local-epochs": 1,
+            "embedding-dim": 8,
+            "rank-dim": 4,
+            "checkpoint-dir": str(ckpt),
+            "signing-key": str(signing_key_file()),
+            "catalogue": str(partition_set / "items.csv"),
+            "node-wait-timeout": 1.0,
+            "round-timeout": 30.0,
+        }
+    )
+    config.update({key.replace("_", "-"): value for key, value in overrides.items()})
+    return config
+
+
+def app_nodes(partition_set: Path, state: Path) -> dict[int, dict]:
+    """Node configs of two nodes (one id above 2**63) on the set's two partitions."""
+    return {
+        101: {"data-path": str(partition_set / "partition-0"), "state-dir": str(state / "a")},
+        2**63 + 7: {"data-path": str(partition_set / "partition-1"), "state-dir": str(state / "b")},
+    }

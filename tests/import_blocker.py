@@ -29,8 +29,11 @@ def run_without(
     source = _PRELUDE.format(blocked=sorted(blocked)) + code
     return subprocess.run(
         [sys.executable, "-c", source, *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_cli_without(

@@ -42,18 +42,29 @@ class Namespaces:
         return f"{self.prefix}{role}"
 
     def addr(self, role: str) -> str:
-        out = subprocess.run([str(NETNS), "addr", role], env=self.env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [str(NETNS), "addr", role], env=self.env, capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
 
     def exec(self, role: str, argv: Sequence[str | Path]) -> list[str]:
         """`argv` run inside the role's namespace (`ip netns exec` execs: the pid is argv's)."""
         return ["ip", "netns", "exec", self.name(role), *map(str, argv)]
 
-    def run(self, role: str, argv: Sequence[str | Path], timeout: float = 60,
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.exec(role, argv), capture_output=True, text=True,
-                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    def run(
+        self,
+        role: str,
+        argv: Sequence[str | Path],
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.exec(role, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 class NetnsCli(FlwrCli):
@@ -76,16 +87,19 @@ def namespaces_up(nodes: int = 2) -> Iterator[Namespaces]:
         pytest.skip("the `ip` command (iproute2) is not installed")
     rnd = random.Random(os.getpid() + time.monotonic_ns())
     prefix = f"fq{rnd.randint(0, 99999):05d}"  # <= 8 characters, unique per use
-    env = {**os.environ, "FEDREC_NETNS_PREFIX": prefix,
-           "FEDREC_NETNS_SUBNET": f"10.{rnd.randint(160, 250)}.{rnd.randint(0, 255)}"}
-    probe = subprocess.run(["ip", "netns", "add", f"{prefix}probe"], capture_output=True,
-                           text=True)
+    env = {
+        **os.environ,
+        "FEDREC_NETNS_PREFIX": prefix,
+        "FEDREC_NETNS_SUBNET": f"10.{rnd.randint(160, 250)}.{rnd.randint(0, 255)}",
+    }
+    probe = subprocess.run(["ip", "netns", "add", f"{prefix}probe"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
     subprocess.run(["ip", "netns", "del", f"{prefix}probe"], check=True)
     try:
-        subprocess.run([str(NETNS), "up", str(nodes)], env=env, check=True, capture_output=True,
-                       text=True)
+        subprocess.run(
+            [str(NETNS), "up", str(nodes)], env=env, check=True, capture_output=True, text=True
+        )
         yield Namespaces(prefix, env)
     finally:
         subprocess.run([str(NETNS), "down"], env=env, check=False)
@@ -102,8 +116,9 @@ class Stack:
 
     def start(self, name: str, argv: Sequence[str | Path], home: Path) -> ManagedProcess:
         home.mkdir(parents=True, exist_ok=True)
-        process = ManagedProcess(name, argv, flower_env(home), self.work / "logs" / f"{name}.log",
-                                 cwd=home)
+        process = ManagedProcess(
+            name, argv, flower_env(home), self.work / "logs" / f"{name}.log", cwd=home
+        )
         self.processes.append(process)
         return process.start()
 

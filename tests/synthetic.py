@@ -21,10 +21,26 @@ from pathlib import Path
 import numpy as np
 
 GENRE_NAMES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-    "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 OCCUPATIONS = ("administrator", "artist", "engineer", "student", "writer", "other")
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 NON_ASCII_TITLE = "Café Éternité (1994)"  # encodable in latin-1, not in ASCII

@@ -17,18 +17,17 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from direct_grid import DirectGrid
+from direct_grid import DirectGrid, app_nodes, app_run_config
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from signing_keys import signing_key, signing_key_file
+from signing_keys import signing_key
 
 from fedrec_app.client_app import app as client_app
 from fedrec_app.core import protocol
 from fedrec_app.core.checkpoint import CheckpointError, read_checkpoint, verify_checkpoint
-from fedrec_app.core.config import ConfigError, app_defaults, parse_run_config
+from fedrec_app.core.config import ConfigError, parse_run_config
 from fedrec_app.core.signing import new_signing_key, sign
 from fedrec_app.core.training import init_item_arrays
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
-from fedrec_app.data.partition import make_partitions
 from fedrec_app.data.site import make_site_partition
 from fedrec_app.node.state import load_state
 from fedrec_app.server.strategy import FederationError
@@ -37,51 +36,22 @@ from fedrec_app.server_app import main, run
 pytestmark = pytest.mark.slow  # trains a Keras model (first TensorFlow import takes seconds)
 
 
-@pytest.fixture(scope="module")
-def partition_set(synthetic_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("parts") / "synthetic-2"
-    make_partitions(synthetic_ml, out, 2, split="u1", seed=3)
-    return out
-
-
-def _run_config(partition_set: Path, ckpt: Path, **overrides: object) -> dict:
-    config = app_defaults()
-    config.update(
-        {
-            "num-server-rounds": 2,
-            "local-epochs": 1,
-            "embedding-dim": 8,
-            "rank-dim": 4,
-            "checkpoint-dir": str(ckpt),
-            "signing-key": str(signing_key_file()),
-            "catalogue": str(partition_set / "items.csv"),
-            "node-wait-timeout": 1.0,
-            "round-timeout": 30.0,
-        }
-    )
-    config.update({key.replace("_", "-"): value for key, value in overrides.items()})
-    return config
-
-
-def _nodes(partition_set: Path, state: Path) -> dict[int, dict]:
-    return {
-        101: {"data-path": str(partition_set / "partition-0"), "state-dir": str(state / "a")},
-        2**63 + 7: {"data-path": str(partition_set / "partition-1"), "state-dir": str(state / "b")},
-    }
-
-
 def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Path) -> None:
-    config = _run_config(
+    config = app_run_config(
         partition_set, tmp_path / "ckpt", share_user_factors=True, keep_optimizer=True
     )
-    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=41, run_config=config)
+    grid = DirectGrid(app_nodes(partition_set, tmp_path / "state"), run_id=41, run_config=config)
     final = run(grid, parse_run_config(config), 41)
 
     run_dir = tmp_path / "ckpt" / "41"
     assert final == run_dir / "final"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "best", "final", "latest", "round-0001", "round-0002",
-    ]  # fmt: skip
+        "best",
+        "final",
+        "latest",
+        "round-0001",
+        "round-0002",
+    ]
     assert (run_dir / "latest").resolve() == (run_dir / "round-0002").resolve()
     for folder in ("round-0001", "round-0002", "best", "final"):
         # signed by the federation's key; every file against its sha256
@@ -108,8 +78,8 @@ def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Pat
 
 
 def test_user_rows_stay_on_the_nodes_by_default(partition_set: Path, tmp_path: Path) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
-    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=42, run_config=config)
+    config = app_run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
+    grid = DirectGrid(app_nodes(partition_set, tmp_path / "state"), run_id=42, run_config=config)
     final = run(grid, parse_run_config(config), 42)
     assert final is not None and not read_checkpoint(final).has_user_factors
     assert all(protocol.USERS not in m.content.array_records for m in grid.sent)
@@ -118,8 +88,8 @@ def test_user_rows_stay_on_the_nodes_by_default(partition_set: Path, tmp_path: P
 def test_resume_continues_rounds_history_and_node_state(
     partition_set: Path, tmp_path: Path
 ) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=2)
-    nodes = _nodes(partition_set, tmp_path / "state")
+    config = app_run_config(partition_set, tmp_path / "ckpt", num_server_rounds=2)
+    nodes = app_nodes(partition_set, tmp_path / "state")
     run(DirectGrid(nodes, run_id=43, run_config=config), parse_run_config(config), 43)
     source = tmp_path / "ckpt" / "43" / "round-0001"
 
@@ -131,8 +101,9 @@ def test_resume_continues_rounds_history_and_node_state(
     assert [e["round"] for e in manifest["history"]] == [1, 2, 3]
     assert manifest["resumed_from"] == str(source.resolve())
     assert sorted(p.name for p in (tmp_path / "ckpt" / "44").glob("round-*")) == [
-        "round-0002", "round-0003",
-    ]  # fmt: skip
+        "round-0002",
+        "round-0003",
+    ]
     # Rounds 2-3 were sent again and the nodes went on with the first run's user rows.
     assert sorted({int(m.content["config"]["round"]) for m in grid.sent}) == [2, 3]
     assert {m.content["config"]["state-key"] for m in grid.sent} == {"43"}
@@ -152,8 +123,8 @@ def test_resume_continues_rounds_history_and_node_state(
 
 
 def test_a_node_lost_mid_run_does_not_stop_the_run(partition_set: Path, tmp_path: Path) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
-    nodes = _nodes(partition_set, tmp_path / "state")
+    config = app_run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
+    nodes = app_nodes(partition_set, tmp_path / "state")
     lost = max(nodes)
     grid = DirectGrid(nodes, run_id=46, run_config=config)
     grid.drop_after(lost, messages=1)  # answers round 1, then is gone
@@ -169,51 +140,69 @@ def test_the_log_has_one_line_per_round_naming_sites(
     """What `flwr log` shows: one line per round (round r/R, RMSE, NDCG@10 of the model the
     replies evaluated, nodes replied/asked by site name, seconds); failures: test_strategy."""
     caplog.set_level(logging.INFO, logger="fedrec_app")
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
-    nodes = _nodes(partition_set, tmp_path / "state")
+    config = app_run_config(partition_set, tmp_path / "ckpt", num_server_rounds=3, min_nodes=1)
+    nodes = app_nodes(partition_set, tmp_path / "state")
     lost = max(nodes)
     for node, name in zip(sorted(nodes), ("site-a", "site-b"), strict=True):
         nodes[node]["site-name"] = name
     grid = DirectGrid(nodes, run_id=48, run_config=config)
     grid.drop_after(lost, messages=1)  # answers round 1, then is gone
     main(grid, Context(48, 0, {}, RecordDict(), config))
-    lines = [(r.levelno, r.getMessage()) for r in caplog.records
-             if r.name == "fedrec_app.server.strategy" and r.levelno >= logging.INFO]
+    lines = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "fedrec_app.server.strategy" and r.levelno >= logging.INFO
+    ]
     metric = r"RMSE \d\.\d{4}, NDCG@10 \d\.\d{4}"
     expected = [
         (logging.INFO, r"round 1/3: 2/2 nodes replied: site-a, site-b \| \d+\.\d s"),
-        (logging.INFO, rf"round 2/3: model of round 1 on the held-out ratings: {metric} \| "
-         r"1/1 nodes replied: site-a \| \d+\.\d s"),  # site-b is gone: not asked
-        (logging.INFO, rf"round 3/3: model of round 2 on the held-out ratings: {metric} \| "
-         r"1/1 nodes replied: site-a \| \d+\.\d s"),
-        (logging.INFO, rf"final evaluation: model of round 3 on the held-out ratings: {metric} "
-         r"\| 1/1 nodes replied: site-a \| \d+\.\d s"),
+        (
+            logging.INFO,
+            rf"round 2/3: model of round 1 on the held-out ratings: {metric} \| "
+            r"1/1 nodes replied: site-a \| \d+\.\d s",
+        ),  # site-b is gone: not asked
+        (
+            logging.INFO,
+            rf"round 3/3: model of round 2 on the held-out ratings: {metric} \| "
+            r"1/1 nodes replied: site-a \| \d+\.\d s",
+        ),
+        (
+            logging.INFO,
+            rf"final evaluation: model of round 3 on the held-out ratings: {metric} "
+            r"\| 1/1 nodes replied: site-a \| \d+\.\d s",
+        ),
     ]
     assert len(lines) == len(expected), lines
     for (level, text), (want_level, pattern) in zip(lines, expected, strict=True):
         assert level == want_level and re.fullmatch(pattern, text), text
     done = [r.getMessage() for r in caplog.records if r.name == "fedrec_app.server_app"]
     assert done[-1].startswith("run 48 completed: final checkpoint ")
-    others = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
-              and r.name in ("fedrec_app.server.keeper", "fedrec_app.server_app")]
+    others = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.INFO
+        and r.name in ("fedrec_app.server.keeper", "fedrec_app.server_app")
+    ]
     assert len(others) == 3, others  # run start, final checkpoint, completed: nothing per round
 
 
 def test_a_failed_run_says_so_in_its_log(
     partition_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
-    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=51, run_config=config)
+    config = app_run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
+    grid = DirectGrid(app_nodes(partition_set, tmp_path / "state"), run_id=51, run_config=config)
     with pytest.raises(FederationError):
         main(grid, Context(51, 0, {}, RecordDict(), config))
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ["run 51 FAILED: only 2 node(s) connected, fewer than min-nodes=3, within "
-                      "node-wait-timeout=1 s: the run stops"]
+    assert errors == [
+        "run 51 FAILED: only 2 node(s) connected, fewer than min-nodes=3, within "
+        "node-wait-timeout=1 s: the run stops"
+    ]
 
 
 def test_too_few_nodes_fails_with_a_clear_message(partition_set: Path, tmp_path: Path) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
-    grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=47, run_config=config)
+    config = app_run_config(partition_set, tmp_path / "ckpt", min_nodes=3)
+    grid = DirectGrid(app_nodes(partition_set, tmp_path / "state"), run_id=47, run_config=config)
     with pytest.raises(FederationError, match="fewer than min-nodes=3.*node-wait-timeout=1 s"):
         run(grid, parse_run_config(config), 47)
     assert not grid.sent
@@ -226,27 +215,30 @@ def test_run_without_a_usable_signing_key_fails_before_any_round(
     not_ed25519 = tmp_path / "ec.key"
     not_ed25519.write_bytes(
         ec.generate_private_key(ec.SECP384R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-    )  # fmt: skip
+    )
     for key, says in ((missing, "no such signing key"), (not_ed25519, "not an Ed25519")):
-        config = _run_config(partition_set, tmp_path / "ckpt", signing_key=str(key))
-        grid = DirectGrid(_nodes(partition_set, tmp_path / "state"), run_id=50, run_config=config)
+        config = app_run_config(partition_set, tmp_path / "ckpt", signing_key=str(key))
+        grid = DirectGrid(
+            app_nodes(partition_set, tmp_path / "state"), run_id=50, run_config=config
+        )
         with pytest.raises(ConfigError, match=f"'signing-key': {key}: {says}"):
             run(grid, parse_run_config(config), 50)
         assert not grid.sent and not (tmp_path / "ckpt").exists()
 
 
 def test_relative_checkpoint_dir_is_refused(partition_set: Path) -> None:
-    config = _run_config(partition_set, Path("relative/ckpt"))
+    config = app_run_config(partition_set, Path("relative/ckpt"))
     with pytest.raises(ConfigError, match="'checkpoint-dir' must be an absolute path"):
         run(DirectGrid({}, run_id=48, run_config=config), parse_run_config(config), 48)
 
 
 def _train_message(partition_set: Path, server_round: int) -> Message:
     catalogue = read_catalogue_csv(partition_set / "items.csv")
-    config = parse_run_config(_run_config(partition_set, Path("/unused")))
+    config = parse_run_config(app_run_config(partition_set, Path("/unused")))
     content = RecordDict(
         {
             protocol.ARRAYS: protocol.to_record(
@@ -270,7 +262,7 @@ def _train_message(partition_set: Path, server_round: int) -> Message:
 def test_client_stale_and_unconfigured_nodes_reply_short_codes(
     partition_set: Path, tmp_path: Path
 ) -> None:
-    config = _run_config(partition_set, tmp_path / "ckpt")
+    config = app_run_config(partition_set, tmp_path / "ckpt")
     DirectGrid({}, run_id=49, run_config=config)  # the task identity Message() needs
     node_config = {"data-path": str(partition_set / "partition-0"), "state-dir": str(tmp_path)}
 
@@ -305,7 +297,7 @@ def test_a_site_folder_trains_with_the_runs_catalogue(
     partition_set: Path, synthetic_ml: Path, tmp_path: Path
 ) -> None:
     folder = _site_folder(synthetic_ml, tmp_path, partition_set / "items.csv")
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
+    config = app_run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1)
     nodes = {
         101: {"data-path": str(partition_set / "partition-0"), "state-dir": str(tmp_path / "a")},
         202: {"data-path": str(folder), "state-dir": str(tmp_path / "b")},
@@ -326,7 +318,7 @@ def test_a_node_whose_catalogue_differs_is_refused_with_catalogue_mismatch(
     other.parent.mkdir()
     write_catalogue_csv(Catalogue(ours.movie_ids, titles, ours.years, ours.genres), other)
     folder = _site_folder(synthetic_ml, tmp_path, other)
-    config = _run_config(partition_set, tmp_path / "ckpt")
+    config = app_run_config(partition_set, tmp_path / "ckpt")
     DirectGrid({}, run_id=52, run_config=config)  # the task identity Message() needs
     node_config = {"data-path": str(folder), "state-dir": str(tmp_path / "state")}
     context = Context(52, 5, node_config, RecordDict(), dict(config))

@@ -82,12 +82,14 @@ def test_run_completes_and_checkpoint_matches_its_manifest(
     # site-name, sent with each reply); each SuperNode's log says it trained the round
     run_log = fed.cli.log(record["run-id"])
     metric = r"RMSE \d+\.\d{4}, NDCG@10 \d\.\d{4}"
-    for line in (r"round 1/2: 2/2 nodes replied: a, b \| \d+\.\d s",
-                 rf"round 2/2: model of round 1 on the held-out ratings: {metric} \| 2/2 nodes "
-                 r"replied: a, b \| \d+\.\d s",
-                 rf"final evaluation: model of round 2 on the held-out ratings: {metric} \| "
-                 r"2/2 nodes replied: a, b \| \d+\.\d s",
-                 rf"run {record['run-id']} completed: final checkpoint \S+/final"):
+    for line in (
+        r"round 1/2: 2/2 nodes replied: a, b \| \d+\.\d s",
+        rf"round 2/2: model of round 1 on the held-out ratings: {metric} \| 2/2 nodes "
+        r"replied: a, b \| \d+\.\d s",
+        rf"final evaluation: model of round 2 on the held-out ratings: {metric} \| "
+        r"2/2 nodes replied: a, b \| \d+\.\d s",
+        rf"run {record['run-id']} completed: final checkpoint \S+/final",
+    ):
         assert re.search(line, run_log), (line, run_log[-3000:])
     for name in fed.nodes:
         node_log = (fed.logs / f"{name}.log").read_text()

@@ -171,8 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.host} from {args.source}: the flood only runs over loopback")
     _raise_open_files_limit(args.connections + 64)
     result = asyncio.run(
-        flood(args.port, args.connections, args.duration, args.mode, args.source, args.host,
-              args.trickle, args.retry)  # fmt: skip
+        flood(
+            args.port,
+            args.connections,
+            args.duration,
+            args.mode,
+            args.source,
+            args.host,
+            args.trickle,
+            args.retry,
+        )
     )
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

@@ -25,9 +25,12 @@ from fedrec_app.gateway.recommender import Recommender, UnknownIdsError, UserVec
 
 
 def _user_sums(
-    recommender: Recommender, user: UserVectors, train_rows: np.ndarray, test_rows: np.ndarray,
+    recommender: Recommender,
+    user: UserVectors,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
     test_ratings: np.ndarray,
-) -> EvalSums:  # fmt: skip
+) -> EvalSums:
     arrays = recommender.arrays
     predicted = scoring.predict_ratings(arrays, user.vector, user.bias, test_rows)
     exclude = np.zeros(recommender.num_items, dtype=bool)

@@ -153,12 +153,29 @@ def _load(
 ) -> dict:
     """One load-generator process run over the paths in the file ``paths``; its JSON summary."""
     result = subprocess.run(
-        [sys.executable, "-m", "fedrec_app.bench.loadgen", "--port", str(port),
-         "--concurrency", str(concurrency), "--requests", str(requests),
-         "--duration", str(duration), "--timeout", str(REQUEST_TIMEOUT),
-         "--paths-file", str(paths), *(["--source", source] if source else [])],
-        capture_output=True, text=True, timeout=duration + REQUEST_TIMEOUT + 60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedrec_app.bench.loadgen",
+            "--port",
+            str(port),
+            "--concurrency",
+            str(concurrency),
+            "--requests",
+            str(requests),
+            "--duration",
+            str(duration),
+            "--timeout",
+            str(REQUEST_TIMEOUT),
+            "--paths-file",
+            str(paths),
+            *(["--source", source] if source else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + REQUEST_TIMEOUT + 60,
+        check=False,
+    )
     if result.returncode != 0:
         raise FedrecError(f"load generator failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout)
@@ -208,13 +225,29 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
     port = _free_port()
     # Signatures are checked once at start, never per request: the loopback bench serves its
     # own (synthetic or given) checkpoint without one.
-    gateway_cmd = [python, "-m", "fedrec_app", "gateway", "--checkpoint", str(ckpt.path),
-                   "--port", str(port), "--allow-unsigned"]  # fmt: skip
+    gateway_cmd = [
+        python,
+        "-m",
+        "fedrec_app",
+        "gateway",
+        "--checkpoint",
+        str(ckpt.path),
+        "--port",
+        str(port),
+        "--allow-unsigned",
+    ]
     with _server(gateway_cmd, port, work / "gateway.log", timeout=60) as pid:
         gateway = _measure(pid, port, paths, cfg.concurrency, cfg.requests, cfg.duration)
     port = _free_port()
-    reference_cmd = [python, "-m", "fedrec_app.bench.reference", "--checkpoint", str(ckpt.path),
-                     "--port", str(port)]  # fmt: skip
+    reference_cmd = [
+        python,
+        "-m",
+        "fedrec_app.bench.reference",
+        "--checkpoint",
+        str(ckpt.path),
+        "--port",
+        str(port),
+    ]
     with _server(reference_cmd, port, work / "reference.log", timeout=180) as pid:
         reference = _measure(
             pid, port, paths, cfg.concurrency, cfg.reference_requests, cfg.reference_duration
@@ -298,8 +331,13 @@ DEFAULT_LIMITS: tuple[str, ...] = ()
 # The limits before the connection guard: uvicorn's one total of 2,048 (it answered 503 past it),
 # no per-client cap, no header deadline.
 UNGUARDED_LIMITS = (
-    "--max-connections-per-client", "0", "--max-connections", "2048", "--header-timeout", "0",
-)  # fmt: skip
+    "--max-connections-per-client",
+    "0",
+    "--max-connections",
+    "2048",
+    "--header-timeout",
+    "0",
+)
 
 
 @dataclass(frozen=True)
@@ -344,11 +382,25 @@ def _flooder(port: int, cfg: FloodBenchConfig, work: Path) -> Iterator[dict[str,
     err_path = work / f"flood-{port}.err"
     with open(err_path, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fedrec_app.bench.flood", "--port", str(port),
-             "--source", FLOODER, "--connections", str(cfg.connections), "--mode", cfg.mode,
-             "--duration", str(cfg.duration + 600)],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "fedrec_app.bench.flood",
+                "--port",
+                str(port),
+                "--source",
+                FLOODER,
+                "--connections",
+                str(cfg.connections),
+                "--mode",
+                cfg.mode,
+                "--duration",
+                str(cfg.duration + 600),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     summary: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 120
@@ -366,8 +418,9 @@ def _flooder(port: int, cfg: FloodBenchConfig, work: Path) -> Iterator[dict[str,
             process.kill()
             out, _ = process.communicate()
     if process.returncode != 0 or not out.strip():
-        raise FedrecError(f"the flood failed ({process.returncode}): "
-                          f"{err_path.read_text()[-2000:]}")  # fmt: skip
+        raise FedrecError(
+            f"the flood failed ({process.returncode}): {err_path.read_text()[-2000:]}"
+        )
     summary.update(json.loads(out))
 
 
@@ -402,14 +455,25 @@ def run_flood_bench(cfg: FloodBenchConfig, work: Path) -> dict[str, Any]:
     )
     settings = [("default limits", DEFAULT_LIMITS)]
     if cfg.unguarded:
-        settings.append(("before: 2,048 in all, no per-client cap, no header timeout",
-                         UNGUARDED_LIMITS))  # fmt: skip
+        settings.append(
+            ("before: 2,048 in all, no per-client cap, no header timeout", UNGUARDED_LIMITS)
+        )
     rows = []
     for label, limits in settings:
         port = _free_port()
         # A bench checkpoint (synthetic, or the caller's) is served without a signature check.
-        command = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint",
-                   str(ckpt.path), "--port", str(port), "--allow-unsigned", *limits]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "gateway",
+            "--checkpoint",
+            str(ckpt.path),
+            "--port",
+            str(port),
+            "--allow-unsigned",
+            *limits,
+        ]
         with _server(command, port, work / f"gateway-{port}.log", timeout=60) as pid:
             _load(port, paths, 4, 200, 2.0, source=CLIENTS)  # warm-up
             baseline = _phase(pid, port, paths, cfg)
@@ -460,10 +524,11 @@ def flood_markdown(result: dict[str, Any]) -> str:
         for name, phase in (("no", row["without_flood"]), ("yes", row["during_flood"])):
             server = phase["server_connections"]
             counts = (
-                "- (no answer)" if server is None else
-                f"{server.get('open', 0):,} / {server.get('per_client', 0):,} / "
+                "- (no answer)"
+                if server is None
+                else f"{server.get('open', 0):,} / {server.get('per_client', 0):,} / "
                 f"{server.get('header_timeout', 0):,}"
-            )  # fmt: skip
+            )
             flooder = f"{flood['connects']:,} / {flood['held_end']:,}" if name == "yes" else ""
             success = f"{100 * phase['success']:.2f}%" if phase["success"] is not None else "-"
             lines.append(

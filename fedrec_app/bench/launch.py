@@ -41,8 +41,9 @@ def run_launch_bench(
         launches = {}
         for mode, warm_trainers in MODES.items():
             say(f"--- pair {k}/{pairs}: fedrec up ({mode}: warm_trainers={warm_trainers})")
-            launches[mode] = _launch(work_dir / f"pair-{k}" / mode, warm_trainers, zip_path, md5,
-                                     say)  # fmt: skip
+            launches[mode] = _launch(
+                work_dir / f"pair-{k}" / mode, warm_trainers, zip_path, md5, say
+            )
         runs.append(launches)
     return summarize(runs)
 
@@ -58,9 +59,13 @@ def _launch(
     from fedrec_app.ops.federation import free_port
 
     options = UpOptions(
-        work=folder, data=folder / "data", zip_path=zip_path, md5=md5, port=free_port(),
+        work=folder,
+        data=folder / "data",
+        zip_path=zip_path,
+        md5=md5,
+        port=free_port(),
         warm_trainers=warm_trainers,
-    )  # fmt: skip
+    )
     options.check()
     launch = Launch(options, say)
     started = time.monotonic()
@@ -89,8 +94,7 @@ def summarize(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "cold": statistics.median(p["cold"]["seconds"] for p in pairs),
         "speedup": round(statistics.median(p["speedup"] for p in pairs), 3),
         "speedups": [p["speedup"] for p in pairs],
-        "same_final_metrics": all(_same(p["warm"]["metrics"], p["cold"]["metrics"])
-                                  for p in pairs),  # fmt: skip
+        "same_final_metrics": all(_same(p["warm"]["metrics"], p["cold"]["metrics"]) for p in pairs),
         "pairs": pairs,
     }
 
@@ -113,8 +117,9 @@ def table(result: dict[str, Any]) -> str:
             figures = pair[mode]
             cells = " | ".join(f"{figures['steps'].get(step, 0.0):.1f}" for step in steps)
             rmse, ndcg = (figures["metrics"].get(m, float("nan")) for m in ("rmse", "ndcg@10"))
-            rows.append(f"| {k} | {mode} | {figures['seconds']:.1f} | {cells} | {rmse:.4f} | "
-                        f"{ndcg:.4f} |")  # fmt: skip
+            rows.append(
+                f"| {k} | {mode} | {figures['seconds']:.1f} | {cells} | {rmse:.4f} | {ndcg:.4f} |"
+            )
     each = ", ".join(f"{x:.2f}x" for x in result["speedups"])
     rows += [
         "",

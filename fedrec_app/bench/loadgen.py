@@ -154,9 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         pass
     result = asyncio.run(
         measure(
-            args.host, args.port, paths, args.concurrency, args.requests, args.duration,
-            args.timeout, args.source,
-        )  # fmt: skip
+            args.host,
+            args.port,
+            paths,
+            args.concurrency,
+            args.requests,
+            args.duration,
+            args.timeout,
+            args.source,
+        )
     )
     json.dump(result, sys.stdout)
     print()

@@ -70,11 +70,17 @@ def run_simulation(
         cli.configure(command.address, None, insecure=True)
         started = time.monotonic()
         argv = [
-            flower_bin("flwr"), "run", str(Path(app_dir).resolve()), "sim", "--format", "json",
+            flower_bin("flwr"),
+            "run",
+            str(Path(app_dir).resolve()),
+            "sim",
+            "--format",
+            "json",
             "--federation-config",
             f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
-            "--run-config", format_config(run_config),
-        ]  # fmt: skip
+            "--run-config",
+            format_config(run_config),
+        ]
         done = subprocess.run(
             argv, env=cli.env(), capture_output=True, text=True, timeout=300, check=False
         )

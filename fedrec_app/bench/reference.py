@@ -41,10 +41,14 @@ def create_reference_app(checkpoint: Path, min_rating: float = 2.0) -> FastAPI:
         if user_id not in user_rows:
             raise HTTPException(404, f"unknown user id: {user_id}")
         out = model.predict(
-            {"user": np.full(len(items), user_rows[user_id]), "item": items,
-             "negatives": items[:, None]},
-            batch_size=len(items), verbose=0,
-        )  # fmt: skip
+            {
+                "user": np.full(len(items), user_rows[user_id]),
+                "item": items,
+                "negatives": items[:, None],
+            },
+            batch_size=len(items),
+            verbose=0,
+        )
         ratings = np.asarray(out["rating"]).reshape(-1)
         scores = np.asarray(out["rank"])[:, 0]
         top = [i for i in np.argsort(-scores) if ratings[i] >= min_rating][:n]

@@ -112,8 +112,11 @@ def run_training_bench(
             log.info("%s: %d rounds of fedrec", app, rounds)
             runs[app] = _fedrec_figures(fed.run(APP_DIR, signed, timeout=timeout), work_dir)
         if fed.fleet_proxy:
-            noop_config = {"num-server-rounds": rounds, "min-nodes": num_nodes,
-                           "fraction-evaluate": 0.0}
+            noop_config = {
+                "num-server-rounds": rounds,
+                "min-nodes": num_nodes,
+                "fraction-evaluate": 0.0,
+            }
             for names, superlink in ((DIRECT, fed.control_address), (AGAIN, fed.address)):
                 log.info("the SuperNodes now dial %s", superlink)
                 fed.redial_nodes(superlink)
@@ -170,13 +173,17 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     """``{"noop": s, "in_process": s, "warm": s, …}``: mean seconds per round of each run, and
     the Fleet proxy's cost as ``proxy_ratio`` (warm / warm_direct) where it was measured."""
     runs = result["runs"]
-    figures = {app: round(runs[app]["mean_round_seconds"], 3) for app in (*APPS, *DIRECT, *AGAIN)
-               if app in runs}
+    figures = {
+        app: round(runs[app]["mean_round_seconds"], 3)
+        for app in (*APPS, *DIRECT, *AGAIN)
+        if app in runs
+    }
     if "warm_again" in runs:
         proxied = statistics.fmean(runs[a]["mean_round_seconds"] for a in ("warm", "warm_again"))
         figures["proxy_ratio"] = round(proxied / runs["warm_direct"]["mean_round_seconds"], 3)
-        figures["proxy_ratio_noop"] = round(runs["noop_again"]["mean_round_seconds"]
-                                            / runs["noop_direct"]["mean_round_seconds"], 3)
+        figures["proxy_ratio_noop"] = round(
+            runs["noop_again"]["mean_round_seconds"] / runs["noop_direct"]["mean_round_seconds"], 3
+        )
     return figures
 
 
@@ -200,10 +207,13 @@ def table(result: dict[str, Any]) -> str:
         )
     if "warm_again" in runs:
         ratios = headline(result)
-        rows += ["", f"Fleet proxy's cost per round: mean(warm, warm_again) / warm_direct = "
-                 f"{ratios['proxy_ratio']:.3f}, noop_again / noop_direct = "
-                 f"{ratios['proxy_ratio_noop']:.3f} (`_direct`: the SuperNodes dial the "
-                 "SuperLink's own port; run in the order direct, direct, again, again)"]
+        rows += [
+            "",
+            f"Fleet proxy's cost per round: mean(warm, warm_again) / warm_direct = "
+            f"{ratios['proxy_ratio']:.3f}, noop_again / noop_direct = "
+            f"{ratios['proxy_ratio_noop']:.3f} (`_direct`: the SuperNodes dial the "
+            "SuperLink's own port; run in the order direct, direct, again, again)",
+        ]
     rows.append("")
     rows += [
         f"ClientApp imports on top of Flower ({app}): {seconds:.2f} s"

@@ -18,7 +18,15 @@ log = logging.getLogger("fedrec")
 
 # Command-group modules, in the order `fedrec --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "data", "ops", "app", "gateway", "checkpoint", "train", "trainer", "up", "bench",
+    "data",
+    "ops",
+    "app",
+    "gateway",
+    "checkpoint",
+    "train",
+    "trainer",
+    "up",
+    "bench",
 )
 
 

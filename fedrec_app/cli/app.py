@@ -22,10 +22,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(Flower builds it deterministically from the files it carries). Run it on the "
         "checkout you reviewed; with --append, add the hash to a node's allowlist.",
     )
-    hash_.add_argument("app_dir", nargs="?", type=Path, default=Path("."), metavar="APP_DIR",
-                       help="the Flower app's folder, with its pyproject.toml (default: .)")
-    hash_.add_argument("--append", type=Path, metavar="FILE",
-                       help="also add the hash to this allowlist (created 0644 if missing)")
+    hash_.add_argument(
+        "app_dir",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        metavar="APP_DIR",
+        help="the Flower app's folder, with its pyproject.toml (default: .)",
+    )
+    hash_.add_argument(
+        "--append",
+        type=Path,
+        metavar="FILE",
+        help="also add the hash to this allowlist (created 0644 if missing)",
+    )
     hash_.set_defaults(func=_hash)
 
 

@@ -20,15 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="partition and model seed (default 0)")
     p.add_argument("--rounds", type=int, help="federated rounds (default: the app's)")
     p.add_argument(
-        "--checkpoint", default="final", choices=("final", "best"),
+        "--checkpoint",
+        default="final",
+        choices=("final", "best"),
         help="federated checkpoint to evaluate (default final)",
-    )  # fmt: skip
+    )
     p.add_argument("--work-dir", type=Path, help="keep partitions, checkpoints, logs here")
     p.add_argument("--timeout", type=float, default=3600.0, help="federated run limit, seconds")
     p.add_argument(
-        "--run-config", action="append", default=[], metavar="KEY=VALUE",
+        "--run-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one app run-config key for the federated run (TOML value; repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument("--json", type=Path, required=True, help="write the results here")
     p.set_defaults(func=_quality)
 
@@ -46,9 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0, help="partition and model seed (default 0)")
     t.add_argument("--work-dir", type=Path, help="keep the federation's files here")
     t.add_argument(
-        "--json", type=Path, required=True,
+        "--json",
+        type=Path,
+        required=True,
         help='write {"noop": s, "in_process": s, "warm": s} (seconds per round) here',
-    )  # fmt: skip
+    )
     t.add_argument("--details", type=Path, help="also write every figure (JSON) here")
     t.set_defaults(func=_training)
     _register_launch(kinds)
@@ -65,10 +72,16 @@ def _quality(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-quality-") as tmp:
         work = args.work_dir or Path(tmp)
         result = run_quality(
-            args.data, args.split, args.num_partitions, args.seed, work,
-            rounds=args.rounds, checkpoint=args.checkpoint, timeout=args.timeout,
+            args.data,
+            args.split,
+            args.num_partitions,
+            args.seed,
+            work,
+            rounds=args.rounds,
+            checkpoint=args.checkpoint,
+            timeout=args.timeout,
             run_config=_run_config(args.run_config),
-        )  # fmt: skip
+        )
     print(table(result))
     _write_json(args.json, result)
     return 0
@@ -120,13 +133,17 @@ def _register_launch(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--md5", help="the md5 the --zip must have")
     p.add_argument("--work-dir", type=Path, help="keep the launches' folders here")
     p.add_argument(
-        "--pairs", type=int, default=1,
+        "--pairs",
+        type=int,
+        default=1,
         help="run both launches this many times and report the median speedup (default 1)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--json", type=Path, required=True,
+        "--json",
+        type=Path,
+        required=True,
         help='write {"warm": s, "cold": s, "speedup": x, ...} (medians over the pairs) here',
-    )  # fmt: skip
+    )
     p.set_defaults(func=_launch)
 
 
@@ -137,8 +154,9 @@ def _launch(args: argparse.Namespace) -> int:
     if args.pairs < 1:
         raise FedrecError(f"--pairs {args.pairs}: must be >= 1")
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-launch-") as tmp:
-        result = run_launch_bench(args.work_dir or Path(tmp), args.zip, args.md5, args.pairs,
-                                  say=print)
+        result = run_launch_bench(
+            args.work_dir or Path(tmp), args.zip, args.md5, args.pairs, say=print
+        )
     print(table(result))
     _write_json(args.json, result)
     return 0
@@ -158,32 +176,51 @@ def _register_gateway(kinds: argparse._SubParsersAction) -> None:
         "approach (Keras predict per request), load both from a separate process on loopback, "
         "print the table and write JSON + Markdown (same name, .md).",
     )
-    p.add_argument("--checkpoint", type=Path,
-                   help="a checkpoint with user factors and model.keras (default: a synthetic "
-                   "one of MovieLens-100k size)")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a checkpoint with user factors and model.keras (default: a synthetic "
+        "one of MovieLens-100k size)",
+    )
     p.add_argument("--concurrency", default="1,16,64", help="comma-separated (default %(default)s)")
     p.add_argument("--requests", type=int, default=20_000, help="gateway cap per level")
     p.add_argument("--duration", type=float, default=10.0, help="gateway seconds cap per level")
     p.add_argument("--reference-requests", type=int, default=400, help="reference cap per level")
-    p.add_argument("--reference-duration", type=float, default=20.0,
-                   help="reference seconds cap per level")  # fmt: skip
+    p.add_argument(
+        "--reference-duration", type=float, default=20.0, help="reference seconds cap per level"
+    )
     p.add_argument("--work-dir", type=Path, help="keep the synthetic checkpoint and server logs")
-    p.add_argument("--json", type=Path,
-                   help="write the results here (default bench-results/gateway.json, with "
-                   "--flood bench-results/gateway-flood.json)")  # fmt: skip
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="write the results here (default bench-results/gateway.json, with "
+        "--flood bench-results/gateway-flood.json)",
+    )
     f = p.add_argument_group(
-        "flood", "--flood N measures instead how other clients fare while one client holds N "
+        "flood",
+        "--flood N measures instead how other clients fare while one client holds N "
         "connections: requests from 127.0.0.2 without, then during, a flood from 127.0.0.1, "
-        "against the default limits and the limits before them (--duration, --requests per phase)"
+        "against the default limits and the limits before them (--duration, --requests per phase)",
     )
     f.add_argument("--flood", type=int, metavar="N", help="connections the flooder holds open")
-    f.add_argument("--flood-mode", choices=("idle", "slow", "mixed"), default="mixed",
-                   help="idle: send nothing; slow: a header that never ends; mixed: half each "
-                   "(default %(default)s)")  # fmt: skip
-    f.add_argument("--flood-clients", type=int, default=16,
-                   help="concurrent connections of the other clients (default %(default)s)")
-    f.add_argument("--defaults-only", action="store_true",
-                   help="flood only the gateway with the default limits")
+    f.add_argument(
+        "--flood-mode",
+        choices=("idle", "slow", "mixed"),
+        default="mixed",
+        help="idle: send nothing; slow: a header that never ends; mixed: half each "
+        "(default %(default)s)",
+    )
+    f.add_argument(
+        "--flood-clients",
+        type=int,
+        default=16,
+        help="concurrent connections of the other clients (default %(default)s)",
+    )
+    f.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="flood only the gateway with the default limits",
+    )
     p.set_defaults(func=_gateway)
 
 

@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Checkpoints on the gateway host (deploy/README.md, 'Get the checkpoint to "
         "the gateway').",
     )
-    commands = checkpoint.add_subparsers(dest="checkpoint_command", required=True,
-                                         metavar="COMMAND")
+    commands = checkpoint.add_subparsers(
+        dest="checkpoint_command", required=True, metavar="COMMAND"
+    )
     publish = commands.add_parser(
         "publish",
         help="copy SRC into SERVE_DIR/releases/, verify it there, then repoint SERVE_DIR/current",
@@ -26,16 +27,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with --watch reloads. A checkpoint that does not verify is refused (exit 2) and "
         "current is left as it was. Also rolls back: publish an older release folder again.",
     )
-    publish.add_argument("source", type=Path, metavar="SRC",
-                         help="a checkpoint folder (with manifest.json and manifest.sig)")
-    publish.add_argument("--to", type=Path, required=True, dest="serve_dir", metavar="SERVE_DIR",
-                         help="the serving folder; the gateway's --checkpoint is "
-                         "SERVE_DIR/current")
-    publish.add_argument("--verify-key", type=Path, required=True, metavar="PUBFILE",
-                         help="the federation's public key (federation-signing.pub)")
-    publish.add_argument("--keep", type=int, default=3, metavar="N",
-                         help="keep the N most recently published releases (the current one "
-                         "always; default %(default)s)")
+    publish.add_argument(
+        "source",
+        type=Path,
+        metavar="SRC",
+        help="a checkpoint folder (with manifest.json and manifest.sig)",
+    )
+    publish.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        dest="serve_dir",
+        metavar="SERVE_DIR",
+        help="the serving folder; the gateway's --checkpoint is SERVE_DIR/current",
+    )
+    publish.add_argument(
+        "--verify-key",
+        type=Path,
+        required=True,
+        metavar="PUBFILE",
+        help="the federation's public key (federation-signing.pub)",
+    )
+    publish.add_argument(
+        "--keep",
+        type=int,
+        default=3,
+        metavar="N",
+        help="keep the N most recently published releases (the current one "
+        "always; default %(default)s)",
+    )
     publish.set_defaults(func=_publish)
 
 
@@ -44,8 +64,10 @@ def _publish(args: argparse.Namespace) -> int:
 
     result = publish(args.source, args.serve_dir, args.verify_key, keep=args.keep)
     print(f"published {result.release}")
-    print(f"{result.current} -> {result.release.relative_to(result.current.parent)}"
-          f" (was {result.previous or 'nothing'})")
+    print(
+        f"{result.current} -> {result.release.relative_to(result.current.parent)}"
+        f" (was {result.previous or 'nothing'})"
+    )
     for folder in result.removed:
         print(f"removed old release {folder}")
     return 0

@@ -83,8 +83,15 @@ def _download(args: argparse.Namespace) -> int:
 def _partition(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fedrec_app.data.partition import make_partitions
 
-    missing = [flag for flag, value in (("--data", args.data), ("--num-partitions",
-               args.num_partitions), ("--out", args.out)) if value is None]  # fmt: skip
+    missing = [
+        flag
+        for flag, value in (
+            ("--data", args.data),
+            ("--num-partitions", args.num_partitions),
+            ("--out", args.out),
+        )
+        if value is None
+    ]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
 

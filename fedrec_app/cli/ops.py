@@ -23,21 +23,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     certs.add_argument("--out", type=Path, default=Path("certs"), help="output folder")
     certs.add_argument(
-        "--san", action="append", default=[], metavar="IP_OR_DNS",
+        "--san",
+        action="append",
+        default=[],
+        metavar="IP_OR_DNS",
         help="an address SuperNodes and the CLI dial (repeatable)",
     )
-    certs.add_argument("--renew-server", action="store_true",
-                       help="re-issue only server.pem/server.key in --out for the given --san "
-                       "(none: the current certificate's), signed by the existing CA (needs "
-                       "ca.key): ca.crt is kept, so nodes keep trusting the SuperLink")
-    certs.add_argument("--force", action="store_true",
-                       help="replace an existing CA (or, with --name, that certificate; with "
-                       "--signing-key, the signing key pair)")
-    certs.add_argument("--signing-key", action="store_true",
-                       help="write only the checkpoint-signing key pair into --out (e.g. next "
-                       "to an existing CA)")
     certs.add_argument(
-        "--name", metavar="NAME",
+        "--renew-server",
+        action="store_true",
+        help="re-issue only server.pem/server.key in --out for the given --san "
+        "(none: the current certificate's), signed by the existing CA (needs "
+        "ca.key): ca.crt is kept, so nodes keep trusting the SuperLink",
+    )
+    certs.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing CA (or, with --name, that certificate; with "
+        "--signing-key, the signing key pair)",
+    )
+    certs.add_argument(
+        "--signing-key",
+        action="store_true",
+        help="write only the checkpoint-signing key pair into --out (e.g. next to an existing CA)",
+    )
+    certs.add_argument(
+        "--name",
+        metavar="NAME",
         help="sign another server certificate NAME.pem/NAME.key (e.g. the gateway's) with the "
         "existing CA in --out, instead of making a new CA",
     )
@@ -64,19 +76,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "role", choices=("superlink", "proxy", "supernode", "trainer", "register", "gateway")
     )
     deploy.add_argument("name", nargs="?", help="the SuperNode's name (roles supernode, trainer)")
-    deploy.add_argument("-c", "--config", type=Path, default=Path("deploy/federation.yaml"),
-                        help="federation manifest (default %(default)s)")
-    deploy.add_argument("--dry-run", action="store_true",
-                        help="check and print the command line instead of starting it")
-    deploy.add_argument("--no-connect", action="store_true",
-                        help="--dry-run of supernode/register: skip the TLS handshake with the "
-                        "SuperLink (e.g. before it is up)")
-    deploy.add_argument("--no-trainer", action="store_true",
-                        help="supernode: do not start the node's warm trainer in the background "
-                        "(its own unit or `deploy trainer NAME` runs it)")  # fmt: skip
-    deploy.add_argument("--no-proxy", action="store_true",
-                        help="superlink: do not start its Fleet proxy in the background (its own "
-                        "unit or `deploy proxy` runs it)")
+    deploy.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path("deploy/federation.yaml"),
+        help="federation manifest (default %(default)s)",
+    )
+    deploy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check and print the command line instead of starting it",
+    )
+    deploy.add_argument(
+        "--no-connect",
+        action="store_true",
+        help="--dry-run of supernode/register: skip the TLS handshake with the "
+        "SuperLink (e.g. before it is up)",
+    )
+    deploy.add_argument(
+        "--no-trainer",
+        action="store_true",
+        help="supernode: do not start the node's warm trainer in the background "
+        "(its own unit or `deploy trainer NAME` runs it)",
+    )
+    deploy.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="superlink: do not start its Fleet proxy in the background (its own "
+        "unit or `deploy proxy` runs it)",
+    )
     deploy.set_defaults(func=_deploy)
 
 
@@ -102,8 +131,10 @@ def _certs(args: argparse.Namespace) -> int:
         cert, key = renew_server_cert(args.out, args.san)
         print(f"SuperLink:   {cert}  (key {key}), signed by the existing CA {args.out / 'ca.crt'}")
         print(f"SANs:        {', '.join(certificate_sans(cert))}")
-        print("copy both to the SuperLink host and restart the SuperLink and its proxy; "
-              "nodes keep their ca.crt")
+        print(
+            "copy both to the SuperLink host and restart the SuperLink and its proxy; "
+            "nodes keep their ca.crt"
+        )
         return 0
     if args.name:
         cert, key = issue_server_cert(args.out, args.name, args.san, force=args.force)
@@ -169,8 +200,10 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.dry_run:
         flwr_env = {k: v for k, v in launch.env.items() if k.startswith("FLWR_")}
         print(f"cd {shlex.quote(str(launch.cwd))}")
-        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(flwr_env.items())),
-              shlex.join(launch.argv))
+        print(
+            " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(flwr_env.items())),
+            shlex.join(launch.argv),
+        )
         for background, log_name in ((trainer, TRAINER_LOG), (proxy, PROXY_LOG)):
             if background is not None:
                 print(f"# in the background, logging to {background.cwd / log_name}:")

@@ -22,23 +22,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation slice and the model")
     p.add_argument(
-        "--val-fraction", type=float, help="share of each user's training ratings held out for "
+        "--val-fraction",
+        type=float,
+        help="share of each user's training ratings held out for "
         "choosing the epochs (default: the partitioner's, 0.05); use the partition set's value",
-    )  # fmt: skip
+    )
     p.add_argument("--epochs", type=int, default=30, help="most epochs (default %(default)s)")
     p.add_argument(
-        "--patience", type=int, default=6, help="stop after this many epochs without a "
+        "--patience",
+        type=int,
+        default=6,
+        help="stop after this many epochs without a "
         "validation improvement of either head (default %(default)s)",
-    )  # fmt: skip
+    )
     for f in _HYPER:
         p.add_argument(
-            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
             help="default %(default)s",
-        )  # fmt: skip
+        )
     p.add_argument("--out", type=Path, help="write the selected model as a checkpoint folder here")
-    p.add_argument("--signing-key", type=Path, metavar="KEY",
-                   help="sign the --out checkpoint with this federation-signing.key (`fedrec "
-                   "certs`); unsigned, a gateway serves it only with --allow-unsigned")
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="KEY",
+        help="sign the --out checkpoint with this federation-signing.key (`fedrec "
+        "certs`); unsigned, a gateway serves it only with --allow-unsigned",
+    )
     p.add_argument("--json", type=Path, help="write the metrics and seconds as JSON here")
     p.set_defaults(func=_train_central)
 
@@ -78,8 +89,13 @@ def _train_central(args: argparse.Namespace) -> int:
         )
         print(f"checkpoint: {folder}")
     if args.json:
-        payload = {**m, "seconds": result.seconds, "rating_epoch": result.rating_epoch,
-                   "ranking_epoch": result.ranking_epoch, "config": cfg.to_dict()}  # fmt: skip
+        payload = {
+            **m,
+            "seconds": result.seconds,
+            "rating_epoch": result.rating_epoch,
+            "ranking_epoch": result.ranking_epoch,
+            "config": cfg.to_dict(),
+        }
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
         tmp.replace(args.json)

@@ -21,9 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data-path", type=Path, help="the node's partition folder (loaded and verified at start)"
     )
     p.add_argument(
-        "--gpu-index", type=int, default=None, help="GPU to train on; -1 for the CPU "
-        "(default: the first GPU if any)",
-    )  # fmt: skip
+        "--gpu-index",
+        type=int,
+        default=None,
+        help="GPU to train on; -1 for the CPU (default: the first GPU if any)",
+    )
     _common(p)
     p.set_defaults(func=_trainer)
 
@@ -35,10 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`fedrec trainer`) for each --state-dir, paired in order with --data-path. A trainer "
         "that exits after it was ready is forked again.",
     )
-    group.add_argument("--state-dir", type=Path, action="append", required=True,
-                       help="a node's state-dir (repeat per node)")
-    group.add_argument("--data-path", type=Path, action="append", default=[],
-                       help="that node's partition folder (repeat per node, same order)")
+    group.add_argument(
+        "--state-dir",
+        type=Path,
+        action="append",
+        required=True,
+        help="a node's state-dir (repeat per node)",
+    )
+    group.add_argument(
+        "--data-path",
+        type=Path,
+        action="append",
+        default=[],
+        help="that node's partition folder (repeat per node, same order)",
+    )
     _common(group)
     group.set_defaults(func=_trainers)
 
@@ -46,10 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="cap TensorFlow's CPU threads")
     p.add_argument(
-        "--nice", type=int, default=0, choices=range(20), metavar="0-19",
+        "--nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="0-19",
         help="lower the CPU priority by this much until warmed up (for a host that also runs "
         "the SuperLink or other SuperNodes; default 0)",
-    )  # fmt: skip
+    )
 
 
 def _trainer(args: argparse.Namespace) -> int:
@@ -67,8 +83,10 @@ def _trainers(args: argparse.Namespace) -> int:
     from fedrec_app.node.priority import lower_priority
 
     if args.data_path and len(args.data_path) != len(args.state_dir):
-        raise FedrecError(f"{len(args.state_dir)} --state-dir but {len(args.data_path)} "
-                          "--data-path: give one per node, in the same order, or none")
+        raise FedrecError(
+            f"{len(args.state_dir)} --state-dir but {len(args.data_path)} "
+            "--data-path: give one per node, in the same order, or none"
+        )
     set_back = lower_priority(args.nice)
     from fedrec_app.node.trainer_group import GroupMember, serve_group
 

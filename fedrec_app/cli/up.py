@@ -21,39 +21,86 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "keys, start a TLS SuperLink with SuperNode auth and N authenticated SuperNodes, train "
         "the Flower app, then serve the final checkpoint until Ctrl+C.",
     )
-    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES,
-                        help="SuperNodes, one partition each (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help="federated rounds (default %(default)s)")
-    parser.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS,
-                        help="local epochs per round (default %(default)s)")
-    parser.add_argument("--partitions", dest="scheme", default="random",
-                        help="partition scheme: random | activity | genre (default %(default)s)")
-    parser.add_argument("--split", default="u1",
-                        help="MovieLens split: u1..u5 | ua | ub | holdout (default %(default)s)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=DEFAULT_NODES,
+        help="SuperNodes, one partition each (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="federated rounds (default %(default)s)"
+    )
+    parser.add_argument(
+        "--local-epochs",
+        type=int,
+        default=DEFAULT_LOCAL_EPOCHS,
+        help="local epochs per round (default %(default)s)",
+    )
+    parser.add_argument(
+        "--partitions",
+        dest="scheme",
+        default="random",
+        help="partition scheme: random | activity | genre (default %(default)s)",
+    )
+    parser.add_argument(
+        "--split",
+        default="u1",
+        help="MovieLens split: u1..u5 | ua | ub | holdout (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="partition seed (default %(default)s)")
-    parser.add_argument("--work", type=Path, default=Path("runs/up"),
-                        help="partitions, certs, logs, checkpoints (default %(default)s)")
-    parser.add_argument("--data", type=Path, default=Path("data"),
-                        help="where ml-100k/ is or will be downloaded (default %(default)s)")
-    parser.add_argument("--zip", dest="zip_path", type=Path,
-                        help="use this local ml-100k.zip instead of downloading")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/up"),
+        help="partitions, certs, logs, checkpoints (default %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="where ml-100k/ is or will be downloaded (default %(default)s)",
+    )
+    parser.add_argument(
+        "--zip",
+        dest="zip_path",
+        type=Path,
+        help="use this local ml-100k.zip instead of downloading",
+    )
     parser.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address of the Fleet proxy (what SuperNodes dial) and the gateway; "
-                        "the SuperLink itself stays on 127.0.0.1 (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="gateway port (default %(default)s)")
-    parser.add_argument("--superlink-port", type=int,
-                        help="port SuperNodes dial: the Fleet proxy's, or the SuperLink's "
-                        "without nginx (default: a free one, never the gateway's)")
-    parser.add_argument("--timeout", dest="run_timeout", type=float, default=1800.0,
-                        help="seconds the run may take before it is stopped (default %(default)s)")
-    parser.add_argument("--no-warm-trainers", dest="warm_trainers", action="store_false",
-                        help="train inside each ClientApp process (imports TensorFlow for every "
-                        "message) instead of in a long-lived trainer per SuperNode")
-    parser.add_argument("--run-config", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other Flower run-config key (TOML value; repeatable)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the Fleet proxy (what SuperNodes dial) and the gateway; "
+        "the SuperLink itself stays on 127.0.0.1 (default %(default)s)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="gateway port (default %(default)s)")
+    parser.add_argument(
+        "--superlink-port",
+        type=int,
+        help="port SuperNodes dial: the Fleet proxy's, or the SuperLink's "
+        "without nginx (default: a free one, never the gateway's)",
+    )
+    parser.add_argument(
+        "--timeout",
+        dest="run_timeout",
+        type=float,
+        default=1800.0,
+        help="seconds the run may take before it is stopped (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-warm-trainers",
+        dest="warm_trainers",
+        action="store_false",
+        help="train inside each ClientApp process (imports TensorFlow for every "
+        "message) instead of in a long-lived trainer per SuperNode",
+    )
+    parser.add_argument(
+        "--run-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other Flower run-config key (TOML value; repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -61,13 +108,23 @@ def run(args: argparse.Namespace) -> int:
     from fedrec_app.ops.up import UpOptions, parse_run_config, up
 
     options = UpOptions(
-        nodes=args.nodes, rounds=args.rounds, local_epochs=args.local_epochs,
-        scheme=args.scheme, split=args.split, seed=args.seed, work=args.work, data=args.data,
-        zip_path=args.zip_path, md5=args.md5, host=args.host, port=args.port,
-        superlink_port=args.superlink_port, run_timeout=args.run_timeout,
+        nodes=args.nodes,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        scheme=args.scheme,
+        split=args.split,
+        seed=args.seed,
+        work=args.work,
+        data=args.data,
+        zip_path=args.zip_path,
+        md5=args.md5,
+        host=args.host,
+        port=args.port,
+        superlink_port=args.superlink_port,
+        run_timeout=args.run_timeout,
         warm_trainers=args.warm_trainers,
         run_config=parse_run_config(args.run_config),
-    )  # fmt: skip
+    )
     up(options, say=lambda text: print(text, flush=True), on_ready=_show_ready)
     return 0
 
@@ -79,8 +136,10 @@ def _show_ready(launch: Launch) -> None:
     print(f'Try:  curl "{url}"')
     if isinstance(answer, dict):
         for item in answer.get("recommendations", []):
-            print(f"  {item.get('movie_id'):>5}  {item.get('predicted_rating')}  "
-                  f"{item.get('movie_title')}")
+            print(
+                f"  {item.get('movie_id'):>5}  {item.get('predicted_rating')}  "
+                f"{item.get('movie_title')}"
+            )
     else:
         print(f"  {answer}")
     print("Press Ctrl+C to stop everything.", flush=True)

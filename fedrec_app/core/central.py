@@ -98,17 +98,28 @@ def train_central(
     optimizer_state = None
     for epoch in range(1, max_epochs + 1):
         result = train_local(
-            shared, user_arrays, data.train, data.catalogue, cfg, epochs=1,
-            seed=cfg.seed * 100_003 + epoch, also_rated=data.val, optimizer_state=optimizer_state,
-        )  # fmt: skip
+            shared,
+            user_arrays,
+            data.train,
+            data.catalogue,
+            cfg,
+            epochs=1,
+            seed=cfg.seed * 100_003 + epoch,
+            also_rated=data.val,
+            optimizer_state=optimizer_state,
+        )
         shared, user_arrays = result.shared_arrays, result.user_arrays
         optimizer_state = result.optimizer_state
         val = evaluate(shared, user_arrays, data.train, data.val, data.catalogue).finalize()
         history.append({"epoch": epoch, "loss": result.metrics["loss"], **val})
         log.info(
             "epoch %d: loss %.4f, val rmse %.4f ndcg@10 %.4f (%.1f s)",
-            epoch, result.metrics["loss"], val["rmse"], val["ndcg@10"], time.perf_counter() - start,
-        )  # fmt: skip
+            epoch,
+            result.metrics["loss"],
+            val["rmse"],
+            val["ndcg@10"],
+            time.perf_counter() - start,
+        )
         if val["rmse"] < best_rating[0]:
             best_rating = (val["rmse"], epoch, shared, user_arrays)
         if val["ndcg@10"] > best_ranking[0]:
@@ -174,9 +185,13 @@ def write_central_checkpoint(
             "split": split,
             "rating_epoch": result.rating_epoch,
             "ranking_epoch": result.ranking_epoch,
-        },  # fmt: skip
+        },
     }
     return write_checkpoint(
-        Path(folder), arrays, data.catalogue, manifest,
-        write_model=lambda path: save_model_file(arrays, shape, path), signing_key=signing_key,
-    )  # fmt: skip
+        Path(folder),
+        arrays,
+        data.catalogue,
+        manifest,
+        write_model=lambda path: save_model_file(arrays, shape, path),
+        signing_key=signing_key,
+    )

@@ -129,10 +129,12 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     if values["checkpoint_dir"]:  # checkpoints are never written unsigned
         key = values["signing_key"]
         _require(
-            bool(key), "signing_key", key,
+            bool(key),
+            "signing_key",
+            key,
             "required with 'checkpoint-dir': the absolute path of the federation's Ed25519 "
             "signing key on the SuperLink host (`fedrec certs` writes federation-signing.key)",
-        )  # fmt: skip
+        )
         _require(Path(key).is_absolute(), "signing_key", key, "must be an absolute path")
     _require(
         values["best_metric"] in BEST_METRICS,

@@ -115,8 +115,10 @@ def error_reason(code: str) -> str:
 
 def refusal_reason(node_id: int | str, digest: str) -> str:
     """The reason of a node's reply that refuses to run an app it has not approved."""
-    return (f"{error_reason(APP_NOT_APPROVED)}: node {node_id}: app {digest} is not approved "
-            "on this node")
+    return (
+        f"{error_reason(APP_NOT_APPROVED)}: node {node_id}: app {digest} is not approved "
+        "on this node"
+    )
 
 
 def is_refusal(reason: str) -> bool:

@@ -288,8 +288,7 @@ def read_ratings(path: Path, header: str | None = None) -> pd.DataFrame:
         fields = line.split(sep)
         if len(fields) != 4:
             raise FedrecError(
-                f"{path}: line {row + first}: expected 4 {shape}, got {len(fields)}: "
-                f"{line[:60]!r}"
+                f"{path}: line {row + first}: expected 4 {shape}, got {len(fields)}: {line[:60]!r}"
             )
         for col, (name, field) in enumerate(zip(RATING_COLUMNS, fields, strict=True)):
             try:
@@ -305,14 +304,14 @@ def read_ratings(path: Path, header: str | None = None) -> pd.DataFrame:
     return ratings_frame(values[:, 0], values[:, 1], values[:, 2], values[:, 3])
 
 
-def _check_range(path: Path, column: np.ndarray, low: int, high: int | None, name: str,
-                 first_line: int) -> None:  # fmt: skip
+def _check_range(
+    path: Path, column: np.ndarray, low: int, high: int | None, name: str, first_line: int
+) -> None:
     bad = column < low if high is None else (column < low) | (column > high)
     if bad.any():
         row = int(np.argmax(bad))
         allowed = f">= {low}" if high is None else f"{low}..{high}"
-        raise FedrecError(f"{path}: line {row + first_line}: {name} {column[row]} is not "
-                          f"{allowed}")
+        raise FedrecError(f"{path}: line {row + first_line}: {name} {column[row]} is not {allowed}")
 
 
 def ratings_frame(

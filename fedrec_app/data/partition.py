@@ -73,9 +73,16 @@ DEFAULT_VAL_FRACTION = 0.05
 FORMAT_VERSION = 1
 # Manifest keys that define a partition set: equal keys (and sources) mean the same set.
 _PARAMETER_KEYS = (
-    "format_version", "scheme", "alpha", "seed", "split", "num_partitions", "val_fraction",
-    "holdout", "source",
-)  # fmt: skip
+    "format_version",
+    "scheme",
+    "alpha",
+    "seed",
+    "split",
+    "num_partitions",
+    "val_fraction",
+    "holdout",
+    "source",
+)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,9 @@ def read_site_ratings(path: Path) -> tuple[pd.DataFrame, int]:
     return read_ratings(path, header=CSV_HEADER), 2
 
 
-def _check_rows(frame: pd.DataFrame, first_line: int, path: Path, catalogue: Catalogue,
-                catalogue_path: Path) -> None:  # fmt: skip
+def _check_rows(
+    frame: pd.DataFrame, first_line: int, path: Path, catalogue: Catalogue, catalogue_path: Path
+) -> None:
     """Every movie in the catalogue; no (user, movie) pair twice."""
     known = np.isin(frame["movie_id"].to_numpy(), catalogue.movie_ids)
     if not known.all():

@@ -50,8 +50,9 @@ class ConnectionGuard:
         if self.max_total and self.total >= self.max_total:
             if not self._full:  # once per episode, not once per refusal
                 self._full = True
-                log.warning("%d connections open: refusing new ones (--max-connections)",
-                            self.total)  # fmt: skip
+                log.warning(
+                    "%d connections open: refusing new ones (--max-connections)", self.total
+                )
             self.refused_total += 1
             return False
         if peer is not None:
@@ -59,8 +60,12 @@ class ConnectionGuard:
             if self.max_per_client and held >= self.max_per_client:
                 if peer not in self._capped:
                     self._capped.add(peer)
-                    log.warning("%s holds %d connections: refusing more from it "
-                                "(--max-connections-per-client)", peer, held)  # fmt: skip
+                    log.warning(
+                        "%s holds %d connections: refusing more from it "
+                        "(--max-connections-per-client)",
+                        peer,
+                        held,
+                    )
                 self.refused_per_client += 1
                 return False
             self.open[peer] = held + 1

@@ -40,8 +40,10 @@ def default_state_base() -> Path:
     try:
         home = Path.home()
     except RuntimeError as exc:  # no HOME and no passwd entry
-        raise UnsafeFolderError(f"no home folder for node state ({exc}): set {STATE_HOME_ENV} "
-                                "or give the node a state-dir") from exc  # fmt: skip
+        raise UnsafeFolderError(
+            f"no home folder for node state ({exc}): set {STATE_HOME_ENV} "
+            "or give the node a state-dir"
+        ) from exc
     return home / ".local" / "state" / "fedrec"
 
 
@@ -69,25 +71,33 @@ def check_dir(path: Path, private: bool = False) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeFolderError(f"{folder} is not a folder")
     if st.st_uid != uid:
-        raise UnsafeFolderError(f"{folder} is owned by uid {st.st_uid}, not by this user "
-                                f"(uid {uid}): another user may have planted it; refusing "
-                                "it")  # fmt: skip
+        raise UnsafeFolderError(
+            f"{folder} is owned by uid {st.st_uid}, not by this user "
+            f"(uid {uid}): another user may have planted it; refusing "
+            "it"
+        )
     mode = stat.S_IMODE(st.st_mode)
     if private and mode & 0o077:
-        raise UnsafeFolderError(f"{folder} has mode {mode:o}; it must be private to its owner "
-                                "(chmod 700 it)")  # fmt: skip
+        raise UnsafeFolderError(
+            f"{folder} has mode {mode:o}; it must be private to its owner (chmod 700 it)"
+        )
     if mode & 0o022:
-        raise UnsafeFolderError(f"{folder} is writable by group or others (mode {mode:o}); "
-                                "refusing it (chmod go-w it)")  # fmt: skip
+        raise UnsafeFolderError(
+            f"{folder} is writable by group or others (mode {mode:o}); refusing it (chmod go-w it)"
+        )
     for parent in folder.parents:
         pst = os.stat(parent)
         if pst.st_uid not in (0, uid):
-            raise UnsafeFolderError(f"{parent}, above {folder}, is owned by uid {pst.st_uid}: "
-                                    "that user could swap the folder; refusing it")  # fmt: skip
+            raise UnsafeFolderError(
+                f"{parent}, above {folder}, is owned by uid {pst.st_uid}: "
+                "that user could swap the folder; refusing it"
+            )
         if pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX:
-            raise UnsafeFolderError(f"{parent}, above {folder}, is writable by group or others "
-                                    f"(mode {stat.S_IMODE(pst.st_mode):o}) without the sticky "
-                                    "bit: they could swap the folder; refusing it")  # fmt: skip
+            raise UnsafeFolderError(
+                f"{parent}, above {folder}, is writable by group or others "
+                f"(mode {stat.S_IMODE(pst.st_mode):o}) without the sticky "
+                "bit: they could swap the folder; refusing it"
+            )
     return folder
 
 
@@ -98,9 +108,9 @@ def check_own_entry(st: os.stat_result, path: Path, kind: str) -> None:
     if not is_kind:
         raise UnsafeFolderError(f"{path} is not a {kind}; refusing it")
     if st.st_uid != os.getuid():
-        raise UnsafeFolderError(f"{path} is owned by uid {st.st_uid}, not by this user (uid "
-                                f"{os.getuid()}); refusing it")  # fmt: skip
+        raise UnsafeFolderError(
+            f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()}); refusing it"
+        )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        raise UnsafeFolderError(f"{path} has mode {mode:o}, not private to its owner; refusing "
-                                "it")  # fmt: skip
+        raise UnsafeFolderError(f"{path} has mode {mode:o}, not private to its owner; refusing it")

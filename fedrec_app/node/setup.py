@@ -95,10 +95,13 @@ def _optional_int(
     value = node_config.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or (
-        minimum is not None and value < minimum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
     ):
         least = "" if minimum is None else f" >= {minimum}"
-        raise NodeFailure("bad-node-config", f"node-config '{key}': expected an integer{least}, "
-                          f"got {value!r}")  # fmt: skip
+        raise NodeFailure(
+            "bad-node-config", f"node-config '{key}': expected an integer{least}, got {value!r}"
+        )
     return value

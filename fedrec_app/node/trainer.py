@@ -54,8 +54,12 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection has to pass the key handshake
 IO_TIMEOUT = 60.0  # seconds to receive a whole request, and to send a whole reply
 _REQUEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "operation": str, "run_config": dict, "node_config": dict, "node_id": int, "run_id": int,
-}  # fmt: skip
+    "operation": str,
+    "run_config": dict,
+    "node_config": dict,
+    "node_id": int,
+    "run_id": int,
+}
 
 
 class Endpoint:
@@ -74,8 +78,9 @@ class Endpoint:
         self.handshake_timeout, self.io_timeout = handshake_timeout, io_timeout
         self.closed = False
         if _in_use(self.sock):
-            raise FedrecError(f"a warm trainer already serves {self.sock}: not starting a second "
-                              "one")  # fmt: skip
+            raise FedrecError(
+                f"a warm trainer already serves {self.sock}: not starting a second one"
+            )
         self.key = secrets.token_bytes(32)
         atomic_write(self.key_file, self.key, mode=0o600)
         self.sock.unlink(missing_ok=True)
@@ -139,8 +144,12 @@ def serve(
                 raise FedrecError(f"--data-path {data_path}: {exc}") from exc
             _warm_up(partition_dir)
         on_ready()
-        log.info("warm trainer ready on %s (device %s) after %.1f s",
-                 endpoint.sock, device, time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "warm trainer ready on %s (device %s) after %.1f s",
+            endpoint.sock,
+            device,
+            time.perf_counter() - started,
+        )
         serve_connections(endpoint)
     except KeyboardInterrupt:
         log.info("warm trainer stopping")
@@ -224,13 +233,13 @@ def _check_peer(conn: socket.socket) -> None:
 def _read_request(header: dict[str, Any]) -> dict[str, Any]:
     """The request header, checked field by field (a FrameError otherwise)."""
     if set(header) != set(_REQUEST_FIELDS):
-        raise trainer_wire.FrameError(f"a request header has the fields {sorted(header)}, not "
-                                      f"{sorted(_REQUEST_FIELDS)}")  # fmt: skip
+        raise trainer_wire.FrameError(
+            f"a request header has the fields {sorted(header)}, not {sorted(_REQUEST_FIELDS)}"
+        )
     for name, kind in _REQUEST_FIELDS.items():
         value = header[name]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise trainer_wire.FrameError(f"request field {name!r} is a "
-                                          f"{type(value).__name__}")  # fmt: skip
+            raise trainer_wire.FrameError(f"request field {name!r} is a {type(value).__name__}")
     return header
 
 
@@ -246,8 +255,10 @@ def _run(request: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes
         try:
             content = unpack(payload)
         except Exception as exc:  # protobuf's DecodeError and whatever its conversion raises
-            raise NodeFailure("bad-message", "the payload is not a RecordDict in Flower's wire "
-                              f"format ({type(exc).__name__})") from exc  # fmt: skip
+            raise NodeFailure(
+                "bad-message",
+                f"the payload is not a RecordDict in Flower's wire format ({type(exc).__name__})",
+            ) from exc
         return {"status": "ok"}, pack(work(content, run_cfg, setup, run_id))
     except NodeFailure as exc:
         level = logging.INFO if exc.code == "stale" else logging.ERROR

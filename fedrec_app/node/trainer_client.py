@@ -101,8 +101,10 @@ def ask(
     code, detail = reply.get("code"), reply.get("detail")
     if status == "failure" and isinstance(code, str) and isinstance(detail, str):
         raise NodeFailure(code, detail)
-    raise NodeFailure("trainer-failed", f"{sock}: a reply header that is neither ok nor a "
-                      f"failure: {sorted(reply)}")  # fmt: skip
+    raise NodeFailure(
+        "trainer-failed",
+        f"{sock}: a reply header that is neither ok nor a failure: {sorted(reply)}",
+    )
 
 
 def _read_key(state_dir: Path) -> bytes:

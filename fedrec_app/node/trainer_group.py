@@ -91,8 +91,9 @@ def _serve(group: _Group, on_ready: Callable[[], None]) -> int:
 class _Group:
     """The forked trainers: which pid is which member, which have been ready, the ready pipe."""
 
-    def __init__(self, members: Sequence[GroupMember], endpoints: Sequence[Endpoint],
-                 threads: int | None) -> None:  # fmt: skip
+    def __init__(
+        self, members: Sequence[GroupMember], endpoints: Sequence[Endpoint], threads: int | None
+    ) -> None:
         self.members = list(members)
         self.endpoints = list(endpoints)
         self.threads = threads
@@ -120,8 +121,12 @@ class _Group:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # serve() installs its own
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.close(self.ready_r)
-        serve(self.endpoints[index], self.members[index].data_path, threads=self.threads,
-              on_ready=lambda: os.write(self.ready_w, bytes([index])))  # fmt: skip
+        serve(
+            self.endpoints[index],
+            self.members[index].data_path,
+            threads=self.threads,
+            on_ready=lambda: os.write(self.ready_w, bytes([index])),
+        )
         return 0  # the parent closes the endpoint: a trainer forked again serves on it
 
     def collect(self, timeout: float) -> None:
@@ -136,12 +141,17 @@ class _Group:
             index = self.children.pop(pid)
             member, code = self.members[index].state_dir, os.waitstatus_to_exitcode(status)
             if index in self.warm:
-                log.warning("the warm trainer for %s exited (code %d); forking it again",
-                            member, code)  # fmt: skip
+                log.warning(
+                    "the warm trainer for %s exited (code %d); forking it again", member, code
+                )
                 self.fork(index)
             else:
-                log.error("the warm trainer for %s exited before it was ready (code %d); its "
-                          "ClientApps train in-process", member, code)  # fmt: skip
+                log.error(
+                    "the warm trainer for %s exited before it was ready (code %d); its "
+                    "ClientApps train in-process",
+                    member,
+                    code,
+                )
                 self.endpoints[index].close()
 
     def stop_all(self) -> None:

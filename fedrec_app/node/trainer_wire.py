@@ -83,8 +83,9 @@ def client_handshake(sock: socket.socket, key: bytes, timeout: float) -> None:
     try:
         proof = _recv_exact(sock, _DIGEST_BYTES, deadline, "the trainer's key proof")
     except PeerClosed as exc:
-        raise AuthError("the trainer refused this client's key proof (a stale or wrong "
-                        "key?)") from exc  # fmt: skip
+        raise AuthError(
+            "the trainer refused this client's key proof (a stale or wrong key?)"
+        ) from exc
     if not hmac.compare_digest(proof, _mac(key, b"trainer", nt, nc)):
         raise AuthError("the trainer's key proof is wrong: it does not hold the key")
 
@@ -95,8 +96,10 @@ def send_frame(
     """Send one frame; raises FrameError when it would exceed the limits."""
     head = json.dumps(header, separators=(",", ":")).encode()
     if len(head) > MAX_HEADER or len(payload) > MAX_PAYLOAD:
-        raise FrameError(f"frame too large: header {len(head)} bytes (at most {MAX_HEADER}), "
-                         f"payload {len(payload)} bytes (at most {MAX_PAYLOAD})")  # fmt: skip
+        raise FrameError(
+            f"frame too large: header {len(head)} bytes (at most {MAX_HEADER}), "
+            f"payload {len(payload)} bytes (at most {MAX_PAYLOAD})"
+        )
     _send(sock, _HEADER_LEN.pack(len(head)) + head + _PAYLOAD_LEN.pack(len(payload)), deadline)
     if payload:
         _send(sock, payload, deadline)
@@ -108,17 +111,21 @@ def recv_frame(sock: socket.socket, deadline: float | None = None) -> tuple[dict
     raw_len = _recv_exact(sock, _HEADER_LEN.size, deadline, "a frame")
     (head_len,) = _HEADER_LEN.unpack(raw_len)
     if not 0 < head_len <= MAX_HEADER:
-        raise FrameError(f"not a frame: a header of {head_len} bytes (1 to {MAX_HEADER}); the "
-                         f"bytes begin {raw_len!r}")  # fmt: skip
+        raise FrameError(
+            f"not a frame: a header of {head_len} bytes (1 to {MAX_HEADER}); the "
+            f"bytes begin {raw_len!r}"
+        )
     head = _recv_exact(sock, head_len, deadline, "a frame header")
     try:
         header = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FrameError(f"not a frame: the header is not UTF-8 JSON; it begins "
-                         f"{head[:16]!r}") from None  # fmt: skip
+        raise FrameError(
+            f"not a frame: the header is not UTF-8 JSON; it begins {head[:16]!r}"
+        ) from None
     if not isinstance(header, dict):
-        raise FrameError(f"not a frame: the header is a JSON {type(header).__name__}, not an "
-                         "object")  # fmt: skip
+        raise FrameError(
+            f"not a frame: the header is a JSON {type(header).__name__}, not an object"
+        )
     (size,) = _PAYLOAD_LEN.unpack(_recv_exact(sock, _PAYLOAD_LEN.size, deadline, "a frame"))
     if size > MAX_PAYLOAD:
         raise FrameError(f"frame too large: a payload of {size} bytes (at most {MAX_PAYLOAD})")
@@ -164,8 +171,9 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None, what: st
         except TimeoutError:
             raise WireError(f"timed out waiting for {what}") from None
         if not chunk:
-            raise PeerClosed(f"the peer closed the connection during {what} ({got} of {size} "
-                             "bytes)")  # fmt: skip
+            raise PeerClosed(
+                f"the peer closed the connection during {what} ({got} of {size} bytes)"
+            )
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)

@@ -75,11 +75,15 @@ def check_file(path: Path) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise ApprovalError(f"{path}: the allowlist is not a regular file")
     if info.st_uid not in (os.geteuid(), 0):
-        raise ApprovalError(f"{path}: the allowlist is owned by uid {info.st_uid}, not by this "
-                            f"node's user (uid {os.geteuid()}) or root")
+        raise ApprovalError(
+            f"{path}: the allowlist is owned by uid {info.st_uid}, not by this "
+            f"node's user (uid {os.geteuid()}) or root"
+        )
     if info.st_mode & 0o022:
-        raise ApprovalError(f"{path}: the allowlist is writable by group or others "
-                            f"(mode {info.st_mode & 0o777:o}); chmod go-w it")
+        raise ApprovalError(
+            f"{path}: the allowlist is writable by group or others "
+            f"(mode {info.st_mode & 0o777:o}); chmod go-w it"
+        )
     if any(f.st_mode & 0o002 and not f.st_mode & stat.S_ISVTX for f in folders):
         raise ApprovalError(f"{path}: its folder is writable by others, who could replace it")
 
@@ -92,8 +96,10 @@ def parse_allowlist(text: str, source: str = "<allowlist>") -> frozenset[str]:
         if not entry:
             continue
         if not DIGEST.match(entry.lower()):
-            raise ApprovalError(f"{source}:{number}: {entry[:80]!r} is not a sha256 hex digest "
-                                "(64 hex characters, e.g. from `fedrec app hash`)")
+            raise ApprovalError(
+                f"{source}:{number}: {entry[:80]!r} is not a sha256 hex digest "
+                "(64 hex characters, e.g. from `fedrec app hash`)"
+            )
         digests.add(entry.lower())
     return frozenset(digests)
 

@@ -145,9 +145,15 @@ def _refuse_existing(paths: list[Path], hint: str) -> None:
 
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -170,15 +176,15 @@ def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA384())
     )
     return key, cert
 
 
 def _issue_server(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
     entries: list[x509.GeneralName],
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP384R1())
@@ -196,17 +202,18 @@ def _issue_server(
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(entries), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
         .sign(ca_key, hashes.SHA384())
     )
     return key, cert
 
 
-def _write_server(cert_path: Path, key_path: Path, key: ec.EllipticCurvePrivateKey,
-                  cert: x509.Certificate) -> None:
+def _write_server(
+    cert_path: Path, key_path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> None:
     atomic_write(key_path, _pem_key(key), PRIVATE)
     atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
 
@@ -233,8 +240,12 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
     atomic_write(paths.ca_key, _pem_key(ca_key), PRIVATE)
     _write_server(paths.server_cert, paths.server_key, server_key, server_cert)
     atomic_write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
-    log.info("wrote CA %s and server certificate %s (SANs: %s)", paths.ca_cert,
-             paths.server_cert, ", ".join(str(e.value) for e in entries))
+    log.info(
+        "wrote CA %s and server certificate %s (SANs: %s)",
+        paths.ca_cert,
+        paths.server_cert,
+        ", ".join(str(e.value) for e in entries),
+    )
     ensure_signing_key(paths.out)
     return paths
 
@@ -247,9 +258,10 @@ def _existing_signing_pair(paths: CertPaths) -> str | None:
         return None
     if not all(present):
         have, lack = (
-            (paths.signing_key, paths.signing_pub) if present[0]
+            (paths.signing_key, paths.signing_pub)
+            if present[0]
             else (paths.signing_pub, paths.signing_key)
-        )  # fmt: skip
+        )
         raise FedrecError(
             f"{have} exists but {lack} does not: restore the missing half, or replace the pair "
             "with `fedrec certs --signing-key --force` (gateways then need the new .pub)"
@@ -274,8 +286,11 @@ def make_signing_key(out: Path, force: bool = False) -> CertPaths:
     key = new_signing_key()
     atomic_write(paths.signing_key, private_pem(key), PRIVATE)
     atomic_write(paths.signing_pub, public_pem(key.public_key()), PUBLIC)
-    log.info("wrote the federation signing key %s (+ .pub, key id %s)", paths.signing_key,
-             key_id(key.public_key()))
+    log.info(
+        "wrote the federation signing key %s (+ .pub, key id %s)",
+        paths.signing_key,
+        key_id(key.public_key()),
+    )
     return paths
 
 
@@ -309,14 +324,20 @@ def issue_server_cert(
         ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     except (OSError, ValueError) as exc:
-        raise FedrecError(f"cannot load the CA from {paths.ca_cert} / {paths.ca_key} ({exc}); "
-                          "run `fedrec certs` first") from None
+        raise FedrecError(
+            f"cannot load the CA from {paths.ca_cert} / {paths.ca_key} ({exc}); "
+            "run `fedrec certs` first"
+        ) from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise FedrecError(f"{paths.ca_key}: not an EC private key made by `fedrec certs`")
     key, cert = _issue_server(ca_key, ca_cert, entries)
     _write_server(cert_path, key_path, key, cert)
-    log.info("wrote server certificate %s signed by %s (SANs: %s)", cert_path, paths.ca_cert,
-             ", ".join(str(e.value) for e in entries))
+    log.info(
+        "wrote server certificate %s signed by %s (SANs: %s)",
+        cert_path,
+        paths.ca_cert,
+        ", ".join(str(e.value) for e in entries),
+    )
     return cert_path, key_path
 
 
@@ -366,8 +387,10 @@ def make_node_keys(out: Path, names: list[str] | tuple[str, ...]) -> list[NodeKe
         if key in keys:
             raise FedrecError(f"node name {name!r} given twice")
         keys.append(key)
-    _refuse_existing([p for k in keys for p in (k.private, k.public)],
-                     "a registered key cannot be reused; pick new names or delete the old pair")
+    _refuse_existing(
+        [p for k in keys for p in (k.private, k.public)],
+        "a registered key cannot be reused; pick new names or delete the old pair",
+    )
     for key in keys:
         private = ec.generate_private_key(ec.SECP384R1())
         private_bytes = private.private_bytes(

@@ -47,8 +47,13 @@ class Launch:
 def superlink_launch(manifest: Manifest) -> Launch:
     link = manifest.superlink
     cmd = SuperLinkCommand(  # loopback only: the network reaches the Fleet proxy, nothing else
-        host="127.0.0.1", port=link.control_port, database=link.database, ca_cert=link.ca_cert,
-        server_cert=link.server_cert, server_key=link.server_key, log_file=link.log_file,
+        host="127.0.0.1",
+        port=link.control_port,
+        database=link.database,
+        ca_cert=link.ca_cert,
+        server_cert=link.server_cert,
+        server_key=link.server_key,
+        log_file=link.log_file,
     )
     # the ServerApp runs with the SuperLink's cwd: keep it in the SuperLink's state folder
     folders = (link.home, link.database.parent, *((link.log_file.parent,) if link.log_file else ()))
@@ -58,8 +63,12 @@ def superlink_launch(manifest: Manifest) -> Launch:
 def proxy_command(manifest: Manifest) -> ProxyCommand:
     link = manifest.superlink
     return ProxyCommand(
-        host=link.bind, port=link.port, upstream_port=link.control_port,
-        server_cert=link.server_cert, server_key=link.server_key, ca_cert=link.ca_cert,
+        host=link.bind,
+        port=link.port,
+        upstream_port=link.control_port,
+        server_cert=link.server_cert,
+        server_key=link.server_key,
+        ca_cert=link.ca_cert,
         folder=link.proxy_dir,
     )
 
@@ -67,8 +76,12 @@ def proxy_command(manifest: Manifest) -> ProxyCommand:
 def proxy_launch(manifest: Manifest) -> Launch:
     """nginx on the manifest's proxy config (`write_proxy_config` writes it)."""
     proxy = proxy_command(manifest)
-    return Launch(proxy.argv(), dict(os.environ), manifest.superlink.proxy_dir,
-                  (manifest.superlink.proxy_dir,))
+    return Launch(
+        proxy.argv(),
+        dict(os.environ),
+        manifest.superlink.proxy_dir,
+        (manifest.superlink.proxy_dir,),
+    )
 
 
 def write_proxy_config(manifest: Manifest) -> Path:
@@ -82,9 +95,13 @@ def write_proxy_config(manifest: Manifest) -> Path:
 def supernode_launch(manifest: Manifest, name: str) -> Launch:
     node = manifest.node(name)
     cmd = SuperNodeCommand(
-        superlink=node.superlink, runtime_port=node.runtime_port, ca_cert=node.ca_cert,
-        private_key=node.private_key, node_config=node.node_config,
-        max_wait_time=node.max_wait_time, approved_apps=node.approved_apps,
+        superlink=node.superlink,
+        runtime_port=node.runtime_port,
+        ca_cert=node.ca_cert,
+        private_key=node.private_key,
+        node_config=node.node_config,
+        max_wait_time=node.max_wait_time,
+        approved_apps=node.approved_apps,
     )
     return Launch(cmd.argv(), flower_env(node.home), node.state_dir, (node.state_dir, node.home))
 
@@ -98,9 +115,21 @@ def trainer_launch(manifest: Manifest, name: str) -> Launch:
 def gateway_launch(manifest: Manifest) -> Launch:
     gw = manifest.gateway
     assert gw is not None, "checked by Manifest.check('gateway')"
-    argv = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(gw.checkpoint),
-            "--host", gw.host, "--port", str(gw.port), "--verify-key", str(gw.verify_key),
-            "--watch"]  # `fedrec checkpoint publish` repoints SERVE_DIR/current: reload then
+    argv = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "gateway",
+        "--checkpoint",
+        str(gw.checkpoint),
+        "--host",
+        gw.host,
+        "--port",
+        str(gw.port),
+        "--verify-key",
+        str(gw.verify_key),
+        "--watch",
+    ]  # `fedrec checkpoint publish` repoints SERVE_DIR/current: reload then
     if gw.tls:
         argv += ["--tls", "--cert", str(gw.cert), "--key", str(gw.key)]
     if gw.api_key_file is not None:
@@ -139,9 +168,13 @@ def start_in_background(launch: Launch, log_file: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
-            launch.argv, env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL, stdout=out,
+            launch.argv,
+            env=launch.env,
+            cwd=launch.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     log.info("started pid %d in the background: %s (log %s)", process.pid, launch.argv, log_file)
 
 

@@ -76,7 +76,8 @@ def _choose_fleet_proxy(wanted: bool | None, host: str) -> bool:
     if wanted is None and not found:
         log.warning(
             "nginx is not installed: the SuperLink listens on %s itself, so whoever reaches that "
-            "port can use its Control API (start runs, register nodes); %s to lock it", host,
+            "port can use its Control API (start runs, register nodes); %s to lock it",
+            host,
             INSTALL_HINT,
         )
     return found if wanted is None else wanted
@@ -92,11 +93,14 @@ def _wait_listening(process: ManagedProcess, address: str, timeout: float) -> No
                 return
         except OSError as exc:
             if not process.alive():
-                raise ProcessError(f"{process.name} exited (code {process.returncode}):\n"
-                                   f"{process.log_tail()}") from exc
+                raise ProcessError(
+                    f"{process.name} exited (code {process.returncode}):\n{process.log_tail()}"
+                ) from exc
             if time.monotonic() > deadline:
-                raise ProcessError(f"{process.name}: nothing listens on {address} after "
-                                   f"{timeout:.0f} s:\n{process.log_tail()}") from exc
+                raise ProcessError(
+                    f"{process.name}: nothing listens on {address} after "
+                    f"{timeout:.0f} s:\n{process.log_tail()}"
+                ) from exc
         time.sleep(0.1)
 
 
@@ -173,8 +177,7 @@ class LocalFederation:
         # approved once when the first node starts: edit the checkout while the federation
         # runs and the nodes refuse its new hash, as a lab's would (hashing it takes seconds).
         if approved_apps is None:
-            approved_apps = [d for d in (APP_DIR, NOOP_APP_DIR)
-                             if (d / "pyproject.toml").is_file()]
+            approved_apps = [d for d in (APP_DIR, NOOP_APP_DIR) if (d / "pyproject.toml").is_file()]
         self.approved_apps = tuple(Path(d).resolve() for d in approved_apps)
         self.allowlist = self.work_dir / "approved-apps.txt"
         self._allowlist_lock = threading.Lock()
@@ -222,9 +225,14 @@ class LocalFederation:
     def close(self) -> None:
         """Stop the SuperNodes and trainers (in parallel), then the SuperLink; nothing is left
         running."""
-        running = list({  # the nodes share one trainer group
-            id(p): p for n in self.nodes.values() for p in (n.process, n.trainer) if p is not None
-        }.values())
+        running = list(
+            {  # the nodes share one trainer group
+                id(p): p
+                for n in self.nodes.values()
+                for p in (n.process, n.trainer)
+                if p is not None
+            }.values()
+        )
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(lambda p: p.stop(), running))
@@ -262,17 +270,24 @@ class LocalFederation:
     @property
     def superlink_command(self) -> SuperLinkCommand:
         return SuperLinkCommand(
-            host="127.0.0.1" if self.fleet_proxy else self.host, port=self.link_port,
-            database=self.link_home / "state.db", ca_cert=self.certs.ca_cert,
-            server_cert=self.certs.server_cert, server_key=self.certs.server_key,
+            host="127.0.0.1" if self.fleet_proxy else self.host,
+            port=self.link_port,
+            database=self.link_home / "state.db",
+            ca_cert=self.certs.ca_cert,
+            server_cert=self.certs.server_cert,
+            server_key=self.certs.server_key,
         )
 
     @property
     def proxy_command(self) -> ProxyCommand:
         return ProxyCommand(
-            host=self.host, port=self.port, upstream_port=self.link_port,
-            server_cert=self.certs.server_cert, server_key=self.certs.server_key,
-            ca_cert=self.certs.ca_cert, folder=self.work_dir / "proxy",
+            host=self.host,
+            port=self.port,
+            upstream_port=self.link_port,
+            server_cert=self.certs.server_cert,
+            server_key=self.certs.server_key,
+            ca_cert=self.certs.ca_cert,
+            folder=self.work_dir / "proxy",
         )
 
     @property
@@ -291,16 +306,20 @@ class LocalFederation:
         self.link_home.mkdir(parents=True, exist_ok=True)
         if self.superlink is None:
             self.superlink = ManagedProcess(
-                "superlink", cmd.argv(), flower_env(self.link_home),
-                self.logs / "superlink.log", cwd=self.link_home,
+                "superlink",
+                cmd.argv(),
+                flower_env(self.link_home),
+                self.logs / "superlink.log",
+                cwd=self.link_home,
             )
         self.superlink.start()
         if self.fleet_proxy and not (self.proxy and self.proxy.alive()):
             proxy = self.proxy_command
             proxy.write()
             if self.proxy is None:
-                self.proxy = ManagedProcess("proxy", proxy.argv(), flower_env(proxy.folder),
-                                            self.logs / "proxy.log")
+                self.proxy = ManagedProcess(
+                    "proxy", proxy.argv(), flower_env(proxy.folder), self.logs / "proxy.log"
+                )
             self.proxy.start()
         self.superlink.wait_https_ready(cmd.health_url, self.certs.ca_cert, self.ready_timeout)
         if self.proxy is not None:
@@ -337,8 +356,7 @@ class LocalFederation:
         if wait_nodes:
             for node in noticed:
                 assert node.process is not None
-                node.process.wait_for_log(RECONNECTED, self.max_wait_time,
-                                          since=marks[node.name])
+                node.process.wait_for_log(RECONNECTED, self.max_wait_time, since=marks[node.name])
             self.wait_online([n.name for n in running])
 
     # ------------------------------------------------------------------ SuperNodes
@@ -346,9 +364,12 @@ class LocalFederation:
         """The SuperNode command for `name`; tests may override fields (e.g. private_key)."""
         node = self.nodes[name]
         fields: dict[str, object] = {
-            "superlink": self.address, "runtime_port": node.runtime_port,
-            "ca_cert": self.certs.ca_cert, "private_key": node.key.private,
-            "node_config": node.node_config, "max_wait_time": self.max_wait_time,
+            "superlink": self.address,
+            "runtime_port": node.runtime_port,
+            "ca_cert": self.certs.ca_cert,
+            "private_key": node.key.private,
+            "node_config": node.node_config,
+            "max_wait_time": self.max_wait_time,
         }
         if not overrides.get("allow_any_app"):
             fields["approved_apps"] = self.allowlist
@@ -361,8 +382,9 @@ class LocalFederation:
         for name, node in self.nodes.items():
             if node.process is not None:
                 node.process.stop()  # a SIGTERM-ed node deactivates: it may return at once
-            node.process = self.node_process(name, self.node_command(name, superlink=superlink),
-                                             name)
+            node.process = self.node_process(
+                name, self.node_command(name, superlink=superlink), name
+            )
             node.process.start()
         for name in self.nodes:
             self._wait_node(name)
@@ -403,8 +425,12 @@ class LocalFederation:
         command = TrainerGroupCommand.for_nodes(
             [node.node_config for node in self.nodes.values()], nice=CO_LOCATED_TRAINER_NICE
         )
-        group = ManagedProcess("trainers", command.argv(), flower_env(self.work_dir / "nodes"),
-                               self.logs / "trainers.log")  # fmt: skip
+        group = ManagedProcess(
+            "trainers",
+            command.argv(),
+            flower_env(self.work_dir / "nodes"),
+            self.logs / "trainers.log",
+        )
         for node in self.nodes.values():
             node.trainer = group
         group.start()
@@ -423,8 +449,9 @@ class LocalFederation:
         assert node.process is not None
         match = node.process.wait_for_log(NODE_READY, self.ready_timeout)
         if node.node_id is not None and match.group(1) != node.node_id:
-            raise FedrecError(f"{name} came up as node {match.group(1)}, registered as "
-                              f"{node.node_id}")
+            raise FedrecError(
+                f"{name} came up as node {match.group(1)}, registered as {node.node_id}"
+            )
 
     def stop_node(self, name: str) -> None:
         process = self.nodes[name].process
@@ -447,11 +474,15 @@ class LocalFederation:
                 return
             for node in self.nodes.values():
                 if node.node_id in wanted and node.process and not node.process.alive():
-                    raise ProcessError(f"{node.name} exited (code {node.process.returncode}):\n"
-                                       f"{node.process.log_tail()}")
+                    raise ProcessError(
+                        f"{node.name} exited (code {node.process.returncode}):\n"
+                        f"{node.process.log_tail()}"
+                    )
             if time.monotonic() > deadline:
-                raise ProcessError(f"nodes {sorted(wanted - online)} not online after "
-                                   f"{timeout or self.ready_timeout:.0f} s")
+                raise ProcessError(
+                    f"nodes {sorted(wanted - online)} not online after "
+                    f"{timeout or self.ready_timeout:.0f} s"
+                )
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ runs

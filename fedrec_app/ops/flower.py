@@ -37,8 +37,9 @@ def flower_env(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[s
     env = dict(os.environ if base is None else base)
     env.update(FLOWER_ENV)
     bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, *(p for p in env.get("PATH", "").split(os.pathsep)
-                                              if p and p != bin_dir)])
+    env["PATH"] = os.pathsep.join(
+        [bin_dir, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir)]
+    )
     env["FLWR_HOME"] = str(Path(flwr_home).resolve())
     return env
 
@@ -124,16 +125,22 @@ class SuperLinkCommand:
         else:
             assert self.ca_cert and self.server_cert and self.server_key
             argv += [
-                "--ssl-ca-certfile", str(Path(self.ca_cert).resolve()),
-                "--ssl-certfile", str(Path(self.server_cert).resolve()),
-                "--ssl-keyfile", str(Path(self.server_key).resolve()),
+                "--ssl-ca-certfile",
+                str(Path(self.ca_cert).resolve()),
+                "--ssl-certfile",
+                str(Path(self.server_cert).resolve()),
+                "--ssl-keyfile",
+                str(Path(self.server_key).resolve()),
                 "--enable-supernode-auth",
             ]
         argv += [
-            "--database", str(Path(self.database).resolve()),
+            "--database",
+            str(Path(self.database).resolve()),
             "--disable-runtime-dependency-installation",
-            "--host", self.host,
-            "--port", str(self.port),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
         ]
         if self.log_file:
             argv += ["--log-file", str(Path(self.log_file).resolve())]
@@ -169,14 +176,19 @@ class SuperNodeCommand:
         elif self.ca_cert is None:
             raise FedrecError("a SuperNode needs ca_cert to verify the SuperLink (TLS)")
         if (self.approved_apps is None) == (not self.allow_any_app):
-            raise FedrecError("a SuperNode needs exactly one of approved_apps (the allowlist of "
-                              "app hashes its admin approved) or allow_any_app=True")
+            raise FedrecError(
+                "a SuperNode needs exactly one of approved_apps (the allowlist of "
+                "app hashes its admin approved) or allow_any_app=True"
+            )
         if self.approved_apps is not None and not self.quick_poll:
-            raise FedrecError("plain flower-supernode (quick_poll=False) cannot check app "
-                              "hashes: use quick_poll=True or allow_any_app=True")
+            raise FedrecError(
+                "plain flower-supernode (quick_poll=False) cannot check app "
+                "hashes: use quick_poll=True or allow_any_app=True"
+            )
         if self.allow_any_app:
-            log.warning("the SuperNode dialling %s runs ANY app (allow_any_app=True)",
-                        self.superlink)
+            log.warning(
+                "the SuperNode dialling %s runs ANY app (allow_any_app=True)", self.superlink
+            )
 
     def argv(self) -> list[str]:
         if self.quick_poll:
@@ -196,9 +208,12 @@ class SuperNodeCommand:
         if self.private_key is not None:
             argv += ["--auth-supernode-private-key", str(Path(self.private_key).resolve())]
         argv += [
-            "--host", self.runtime_host,
-            "--port", str(self.runtime_port),
-            "--max-wait-time", f"{self.max_wait_time:g}",
+            "--host",
+            self.runtime_host,
+            "--port",
+            str(self.runtime_port),
+            "--max-wait-time",
+            f"{self.max_wait_time:g}",
         ]
         if self.node_config:
             argv += ["--node-config", format_config(self.node_config)]
@@ -237,8 +252,13 @@ class FlwrCli:
 
     def configure(self, address: str, ca_cert: Path | None, insecure: bool = False) -> Path:
         """Write `$FLWR_HOME/config.toml` with this connection as the default."""
-        lines = ["[superlink]", f"default = {json.dumps(self.connection)}", "",
-                 f"[superlink.{self.connection}]", f"address = {json.dumps(address)}"]
+        lines = [
+            "[superlink]",
+            f"default = {json.dumps(self.connection)}",
+            "",
+            f"[superlink.{self.connection}]",
+            f"address = {json.dumps(address)}",
+        ]
         if insecure:
             _warn_insecure(f"the flwr CLI connection to {address}")
             lines.append("insecure = true")
@@ -260,17 +280,24 @@ class FlwrCli:
     def _exec(self, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                argv, env=self.env(), capture_output=True, text=True, check=False,
-                timeout=timeout or self.timeout, stdin=subprocess.DEVNULL,
+                argv,
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=timeout or self.timeout,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
-            raise FlowerCliError(f"{' '.join(argv[1:3])} timed out after "
-                                 f"{timeout or self.timeout:.0f} s") from None
+            raise FlowerCliError(
+                f"{' '.join(argv[1:3])} timed out after {timeout or self.timeout:.0f} s"
+            ) from None
 
     def register(self, public_key: Path) -> str:
         """Register a SuperNode's OpenSSH public key; its node id."""
-        payload = self._call("supernode", "register", str(Path(public_key).resolve()),
-                             self.connection)
+        payload = self._call(
+            "supernode", "register", str(Path(public_key).resolve()), self.connection
+        )
         return str(payload["node-id"])
 
     def nodes(self) -> list[dict]:
@@ -320,7 +347,7 @@ def _parse_json(text: str) -> dict | None:
     decoder = json.JSONDecoder()
     for match in re.finditer(r"^\s*\{", text, flags=re.MULTILINE):
         try:
-            value, _ = decoder.raw_decode(text[match.start():].lstrip())
+            value, _ = decoder.raw_decode(text[match.start() :].lstrip())
         except json.JSONDecodeError:
             continue
         if isinstance(value, dict):

@@ -67,8 +67,12 @@ class SuperNodeSpec:
     def node_config(self) -> dict[str, str | int]:
         """What the ClientApp reads from `context.node_config` (`site-name`: the node's name,
         sent with its replies so the ServerApp's log names sites, not node ids)."""
-        return {"data-path": str(self.data_path), "state-dir": str(self.state_dir),
-                "gpu-index": self.gpu, "site-name": self.name}
+        return {
+            "data-path": str(self.data_path),
+            "state-dir": str(self.state_dir),
+            "gpu-index": self.gpu,
+            "site-name": self.name,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,15 @@ class Manifest:
         link = self.superlink
         if role in ("superlink", "proxy"):
             if link.control_port == link.port:
-                raise ManifestError(f"{self.path}: superlink.control-port: {link.control_port} "
-                                    "is also superlink.port (the proxy's); choose another")
-            for field_name, path in (("ca-cert", link.ca_cert), ("server-cert", link.server_cert),
-                                     ("server-key", link.server_key)):
+                raise ManifestError(
+                    f"{self.path}: superlink.control-port: {link.control_port} "
+                    "is also superlink.port (the proxy's); choose another"
+                )
+            for field_name, path in (
+                ("ca-cert", link.ca_cert),
+                ("server-cert", link.server_cert),
+                ("server-key", link.server_key),
+            ):
                 self._readable(f"superlink.{field_name}", path)
             self._covers("superlink.address", link.address, link.server_cert)
             # the SuperLink listens on loopback: its SuperExec and the operator dial 127.0.0.1,
@@ -116,8 +125,7 @@ class Manifest:
             if link.bind not in ("0.0.0.0", "::", link.address):
                 self._covers("superlink.bind", link.bind, link.server_cert)
             for i, node in enumerate(self.supernodes):
-                self._covers(f"supernodes[{i}].superlink", _host(node.superlink),
-                             link.server_cert)
+                self._covers(f"supernodes[{i}].superlink", _host(node.superlink), link.server_cert)
         elif role in ("supernode", "trainer"):
             if name is None:
                 raise ManifestError(f"fedrec deploy {role} needs a node NAME")
@@ -126,24 +134,30 @@ class Manifest:
             self._readable(f"supernodes[{i}].ca-cert", node.ca_cert)
             self._readable(f"supernodes[{i}].private-key", node.private_key, private=True)
             if not node.data_path.is_dir():
-                raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {node.data_path} "
-                                    "is not a folder on this host")
+                raise ManifestError(
+                    f"{self.path}: supernodes[{i}].data-path: {node.data_path} "
+                    "is not a folder on this host"
+                )
             from fedrec_app.data.layout import verify_partition_folder
 
             try:  # the node's own folder: its manifest, its files' hashes, the catalogue copy
                 verify_partition_folder(node.data_path)
             except FedrecError as exc:
-                raise ManifestError(f"{self.path}: supernodes[{i}].data-path: {exc} (make it with "
-                                    "`fedrec partition site`: deploy/README.md, 'Each site's "
-                                    "data')") from None
+                raise ManifestError(
+                    f"{self.path}: supernodes[{i}].data-path: {exc} (make it with "
+                    "`fedrec partition site`: deploy/README.md, 'Each site's "
+                    "data')"
+                ) from None
             if role == "supernode":
                 from fedrec_app.ops.app_approval import ApprovalError, read_allowlist
 
                 try:
                     read_allowlist(node.approved_apps)
                 except ApprovalError as exc:
-                    raise ManifestError(f"{self.path}: supernodes[{i}].approved-apps: {exc} "
-                                        "(see deploy/README.md, Approve the app)") from None
+                    raise ManifestError(
+                        f"{self.path}: supernodes[{i}].approved-apps: {exc} "
+                        "(see deploy/README.md, Approve the app)"
+                    ) from None
         elif role == "register":
             self._readable("superlink.ca-cert", link.ca_cert)
             for i, node in enumerate(self.supernodes):
@@ -171,9 +185,10 @@ class Manifest:
             try:  # what the gateway would serve, verified as at its start
                 load_source(gw.checkpoint, verify_key)
             except FedrecError as exc:
-                raise ManifestError(f"{self.path}: gateway.checkpoint: {exc} (publish one: "
-                                    "deploy/README.md, 'Get the checkpoint to the gateway')"
-                                    ) from None
+                raise ManifestError(
+                    f"{self.path}: gateway.checkpoint: {exc} (publish one: "
+                    "deploy/README.md, 'Get the checkpoint to the gateway')"
+                ) from None
         else:
             raise ManifestError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
@@ -182,11 +197,14 @@ class Manifest:
             with path.open("rb") as handle:
                 handle.read(1)
         except OSError as exc:
-            raise ManifestError(f"{self.path}: {field_name}: cannot read {path} "
-                                f"({exc.strerror or exc})") from None
+            raise ManifestError(
+                f"{self.path}: {field_name}: cannot read {path} ({exc.strerror or exc})"
+            ) from None
         if private and path.stat().st_mode & 0o077:
-            raise ManifestError(f"{self.path}: {field_name}: {path} is readable by group/others "
-                                f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it")
+            raise ManifestError(
+                f"{self.path}: {field_name}: {path} is readable by group/others "
+                f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it"
+            )
 
     def _covers(self, field_name: str, address: str, cert: Path) -> None:
         from fedrec_app.ops.certs import certificate_sans
@@ -194,8 +212,9 @@ class Manifest:
         try:
             sans = certificate_sans(cert)
         except ValueError as exc:
-            raise ManifestError(f"{self.path}: {field_name}: {cert} is not a PEM certificate "
-                                f"({exc})") from None
+            raise ManifestError(
+                f"{self.path}: {field_name}: {cert} is not a PEM certificate ({exc})"
+            ) from None
         if not _covered(address, sans):
             raise ManifestError(
                 f"{self.path}: {field_name}: {address} is not covered by the SANs of {cert} "
@@ -211,16 +230,20 @@ def _renew_advice(cert: Path, sans: list[str], address: str) -> str:
     keep = [san for san in sans if san not in DEFAULT_SANS]
     flags = " ".join(f"--san {san}" for san in (*keep, address))
     if cert.name == SERVER_CERT:
-        return (f"re-issue it with the same CA (on the machine holding ca.key): `fedrec certs "
-                f"--out {cert.parent} --renew-server {flags}`")
-    return (f"re-issue it with the same CA: `fedrec certs --out {cert.parent} --name "
-            f"{cert.stem} {flags} --force`")
+        return (
+            f"re-issue it with the same CA (on the machine holding ca.key): `fedrec certs "
+            f"--out {cert.parent} --renew-server {flags}`"
+        )
+    return (
+        f"re-issue it with the same CA: `fedrec certs --out {cert.parent} --name "
+        f"{cert.stem} {flags} --force`"
+    )
 
 
 def _host(address: str) -> str:
     """The host of `host:port` / `[v6]:port`."""
     if address.startswith("["):
-        return address[1:address.index("]")]
+        return address[1 : address.index("]")]
     return address.rsplit(":", 1)[0]
 
 
@@ -262,8 +285,13 @@ class _Reader:
     def _field(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
-            check: Callable[[Any], str | None] | None = None) -> Any:
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
         self.used.add(key)
         if key not in self.data or self.data[key] is None:
             if default is ...:
@@ -291,8 +319,9 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(self._field(unknown[0]),
-                             f"unknown field (known: {', '.join(sorted(self.used))})")
+            raise self.error(
+                self._field(unknown[0]), f"unknown field (known: {', '.join(sorted(self.used))})"
+            )
 
 
 def _port(value: int) -> str | None:
@@ -341,27 +370,40 @@ def load_manifest(path: Path) -> Manifest:
     nodes: list[SuperNodeSpec] = []
     for i, raw in enumerate(raw_nodes):
         nd = _Reader(path, root, raw, f"supernodes[{i}]")
-        name = nd.get("name", str, check=lambda v: None if v.strip() and "/" not in v
-                      else "must be a non-empty name without '/'")
+        name = nd.get(
+            "name",
+            str,
+            check=lambda v: (
+                None if v.strip() and "/" not in v else "must be a non-empty name without '/'"
+            ),
+        )
         if any(n.name == name for n in nodes):
             raise nd.error(f"supernodes[{i}].name", f"{name!r} appears twice")
         state_dir = nd.path("state-dir")
         private_key = nd.path("private-key")
-        nodes.append(SuperNodeSpec(
-            name=name,
-            superlink=nd.get("superlink", str, dial, check=_address),
-            ca_cert=nd.path("ca-cert", superlink.ca_cert),
-            private_key=private_key,
-            public_key=nd.path("public-key", private_key.with_name(private_key.name + ".pub")),
-            data_path=nd.path("data-path"),
-            state_dir=state_dir,
-            home=nd.path("flwr-home", state_dir / "flwr-home"),
-            gpu=nd.get("gpu", int, -1),
-            runtime_port=nd.get("runtime-port", int, 9094, check=_port),
-            max_wait_time=float(nd.get("max-wait-time", (int, float), 600,
-                                       check=lambda v: None if v > 0 else "must be > 0")),
-            approved_apps=nd.path("approved-apps", state_dir / "approved-apps.txt"),
-        ))
+        nodes.append(
+            SuperNodeSpec(
+                name=name,
+                superlink=nd.get("superlink", str, dial, check=_address),
+                ca_cert=nd.path("ca-cert", superlink.ca_cert),
+                private_key=private_key,
+                public_key=nd.path("public-key", private_key.with_name(private_key.name + ".pub")),
+                data_path=nd.path("data-path"),
+                state_dir=state_dir,
+                home=nd.path("flwr-home", state_dir / "flwr-home"),
+                gpu=nd.get("gpu", int, -1),
+                runtime_port=nd.get("runtime-port", int, 9094, check=_port),
+                max_wait_time=float(
+                    nd.get(
+                        "max-wait-time",
+                        (int, float),
+                        600,
+                        check=lambda v: None if v > 0 else "must be > 0",
+                    )
+                ),
+                approved_apps=nd.path("approved-apps", state_dir / "approved-apps.txt"),
+            )
+        )
         nd.done()
 
     cli_home = top.path("cli-home", superlink.home.parent / "cli")
@@ -381,5 +423,6 @@ def load_manifest(path: Path) -> Manifest:
         )
         gw.done()
     top.done()
-    return Manifest(path=path, superlink=superlink, supernodes=tuple(nodes), cli_home=cli_home,
-                    gateway=gateway)
+    return Manifest(
+        path=path, superlink=superlink, supernodes=tuple(nodes), cli_home=cli_home, gateway=gateway
+    )

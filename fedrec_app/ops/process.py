@@ -71,8 +71,13 @@ class ManagedProcess:
             self._log_offset = out.tell()  # readiness looks at the output, not the header
             try:
                 self._popen = subprocess.Popen(
-                    self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    self.argv,
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
@@ -105,9 +110,7 @@ class ManagedProcess:
             f"log {self.log_path}:\n{self.log_tail()}"
         )
 
-    def wait_for_log(
-        self, pattern: str, timeout: float, since: int | None = None
-    ) -> re.Match[str]:
+    def wait_for_log(self, pattern: str, timeout: float, since: int | None = None) -> re.Match[str]:
         """Wait until `pattern` (a regex) appears in the log (since start, or since byte
         `since`); fail at once if the process exits."""
         regex = re.compile(pattern)
@@ -220,7 +223,7 @@ def _descendant_groups(pid: int) -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
         child, ppid, pgid = int(entry.name), int(fields[1]), int(fields[2])
         children.setdefault(ppid, []).append(child)
         pgids[child] = pgid

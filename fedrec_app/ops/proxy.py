@@ -155,8 +155,15 @@ http {{
         binary = nginx_bin()
         if binary is None:
             raise FedrecError(f"the Fleet proxy needs nginx: {INSTALL_HINT}")
-        return [binary, "-c", str(self.config_path), "-p", str(Path(self.folder).resolve()),
-                "-e", "stderr"]
+        return [
+            binary,
+            "-c",
+            str(self.config_path),
+            "-p",
+            str(Path(self.folder).resolve()),
+            "-e",
+            "stderr",
+        ]
 
     def argv(self) -> list[str]:
         """nginx in the foreground on the written config."""
@@ -166,8 +173,10 @@ http {{
         """`nginx -t` on the written config (run under `prefix`, e.g. `ip netns exec NS`: it
         binds the address); raise with nginx's own words if it is refused."""
         argv = [*prefix, *self._nginx(), "-t", "-q"]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        )
         if result.returncode != 0:
-            raise FedrecError(f"nginx refused {self.config_path}: "
-                              f"{(result.stderr or result.stdout).strip()}")
+            raise FedrecError(
+                f"nginx refused {self.config_path}: {(result.stderr or result.stdout).strip()}"
+            )

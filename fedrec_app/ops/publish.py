@@ -71,9 +71,7 @@ def current_release(serve_dir: Path) -> Path | None:
     return (link.parent / os.readlink(link)).resolve()
 
 
-def publish(
-    source: Path, serve_dir: Path, verify_key: Path, keep: int = DEFAULT_KEEP
-) -> Published:
+def publish(source: Path, serve_dir: Path, verify_key: Path, keep: int = DEFAULT_KEEP) -> Published:
     """Stage, verify and switch ``serve_dir/current`` to the checkpoint folder ``source``.
 
     Raises CheckpointError (naming the file) when ``source`` is not a complete checkpoint
@@ -91,8 +89,10 @@ def publish(
     name = release_name(checkpoint.manifest, manifest_bytes)
     link = serve_dir / CURRENT
     if link.exists() and not link.is_symlink():
-        raise CheckpointError(f"{link}: a folder, not the link publish switches: move it away "
-                              "(publish it from there) and publish again")
+        raise CheckpointError(
+            f"{link}: a folder, not the link publish switches: move it away "
+            "(publish it from there) and publish again"
+        )
     try:
         return _publish(checkpoint, name, serve_dir, key, keep)
     except OSError as exc:
@@ -123,8 +123,13 @@ def _publish(
         link = point(serve_dir, CURRENT, release)
         _fsync(serve_dir)
         removed = prune(serve_dir, keep)
-    log.info("published %s (round %s of run %s); current was %s", release,
-             checkpoint.manifest.get("round"), checkpoint.manifest.get("run_id"), previous)
+    log.info(
+        "published %s (round %s of run %s); current was %s",
+        release,
+        checkpoint.manifest.get("round"),
+        checkpoint.manifest.get("run_id"),
+        previous,
+    )
     return Published(release=release, current=link, previous=previous, removed=removed)
 
 
@@ -132,8 +137,11 @@ def prune(serve_dir: Path, keep: int = DEFAULT_KEEP) -> tuple[Path, ...]:
     """Remove all but the ``keep`` most recently published releases; never the current one."""
     releases = Path(serve_dir) / RELEASES
     current = current_release(serve_dir)
-    folders = [p for p in releases.iterdir()
-               if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    folders = [
+        p
+        for p in releases.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ]
     folders.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     kept = [p for p in folders if p.resolve() == current]
     removed = []

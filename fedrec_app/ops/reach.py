@@ -45,8 +45,10 @@ def tls_handshake(address: str, ca_cert: Path, timeout: float = DEFAULT_TIMEOUT)
     except (OSError, ssl.SSLError) as exc:
         raise Unreachable(f"cannot load the CA certificate {ca_cert} ({exc})") from None
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=host):
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
             return
     except ssl.SSLCertVerificationError as exc:
         if exc.verify_code in _NAME_MISMATCH:
@@ -59,22 +61,29 @@ def tls_handshake(address: str, ca_cert: Path, timeout: float = DEFAULT_TIMEOUT)
             f"({exc.verify_message}): another CA (was the CA remade?) or not the SuperLink"
         ) from None
     except ssl.SSLError as exc:
-        raise Unreachable(f"the TLS handshake failed ({exc.reason or exc}): is that port "
-                          "the SuperLink's TLS port?") from None
+        raise Unreachable(
+            f"the TLS handshake failed ({exc.reason or exc}): is that port "
+            "the SuperLink's TLS port?"
+        ) from None
     except ConnectionRefusedError:
-        raise Unreachable("connection refused: nothing listens there (is the SuperLink and "
-                          "its proxy up, is the port right?)") from None
+        raise Unreachable(
+            "connection refused: nothing listens there (is the SuperLink and "
+            "its proxy up, is the port right?)"
+        ) from None
     except TimeoutError:
-        raise Unreachable(f"no answer within {timeout:g} s (a wrong address, a host that is "
-                          "down, or a firewall dropping the connection)") from None
+        raise Unreachable(
+            f"no answer within {timeout:g} s (a wrong address, a host that is "
+            "down, or a firewall dropping the connection)"
+        ) from None
     except socket.gaierror as exc:
         raise Unreachable(f"cannot resolve {host} ({exc.strerror})") from None
     except OSError as exc:
         raise Unreachable(exc.strerror or str(exc)) from None
 
 
-def check_reachable(manifest: Manifest, role: str, name: str | None = None,
-                    timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+def check_reachable(
+    manifest: Manifest, role: str, name: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[str]:
     """For `deploy supernode NAME` and `deploy register`: the SuperLink address that role dials
     answers TLS with its CA. Returns one line per address checked; raises `ManifestError` naming
     the field, the address and the reason. Other roles dial nothing: an empty list."""
@@ -82,8 +91,13 @@ def check_reachable(manifest: Manifest, role: str, name: str | None = None,
         if name is None:
             raise ManifestError("fedrec deploy supernode needs a node NAME")
         node = manifest.node(name)
-        checks = [(f"supernodes[{manifest.supernodes.index(node)}].superlink", node.superlink,
-                   node.ca_cert)]
+        checks = [
+            (
+                f"supernodes[{manifest.supernodes.index(node)}].superlink",
+                node.superlink,
+                node.ca_cert,
+            )
+        ]
     elif role == "register":
         link = manifest.superlink
         checks = [("superlink.control-port", link.control_address, link.ca_cert)]
@@ -94,7 +108,9 @@ def check_reachable(manifest: Manifest, role: str, name: str | None = None,
         try:
             tls_handshake(address, ca_cert, timeout)
         except Unreachable as exc:
-            raise ManifestError(f"{manifest.path}: {field_name}: {address} does not answer TLS "
-                                f"with {ca_cert}: {exc}") from None
+            raise ManifestError(
+                f"{manifest.path}: {field_name}: {address} does not answer TLS "
+                f"with {ca_cert}: {exc}"
+            ) from None
         done.append(f"{field_name} {address}: TLS handshake verified against {ca_cert}")
     return done

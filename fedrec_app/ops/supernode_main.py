@@ -52,8 +52,9 @@ class QuickPollClock:
     """Stands in for the ``time`` module inside Flower's SuperNode loop; only its idle wait
     (``sleep(3)``) changes: short within ``window`` seconds of the last reply or start."""
 
-    def __init__(self, quick: float = QUICK_POLL, window: float = QUICK_POLL_WINDOW,
-                 clock: ModuleType = time) -> None:
+    def __init__(
+        self, quick: float = QUICK_POLL, window: float = QUICK_POLL_WINDOW, clock: ModuleType = time
+    ) -> None:
         self._time = clock
         self.quick = quick
         self.window = window
@@ -76,8 +77,9 @@ def install(module: ModuleType, clock: QuickPollClock) -> None:
     """Put ``clock`` into Flower's SuperNode loop module; fail loudly if the loop changed."""
     push: Callable[..., None] | None = getattr(module, "_push_messages", None)
     if getattr(module, "time", None) is not time or push is None:
-        raise RuntimeError(f"{module.__name__} no longer has the loop the quick poll knows "
-                           "(flwr 1.42)")
+        raise RuntimeError(
+            f"{module.__name__} no longer has the loop the quick poll knows (flwr 1.42)"
+        )
 
     def push_then_poll_quickly(*args: Any, **kwargs: Any) -> None:
         push(*args, **kwargs)
@@ -112,8 +114,10 @@ def check_flower(module: ModuleType, version: str | None = None) -> None:
         except importlib.metadata.PackageNotFoundError:
             version = "not installed as 'flwr'"
     if version != VERIFIED_FLOWER:
-        raise GateError(f"the app gate is verified on flwr {VERIFIED_FLOWER} only, this is flwr "
-                        f"{version}: install flwr=={VERIFIED_FLOWER}")
+        raise GateError(
+            f"the app gate is verified on flwr {VERIFIED_FLOWER} only, this is flwr "
+            f"{version}: install flwr=={VERIFIED_FLOWER}"
+        )
     for name, expected in VERIFIED_SOURCES.items():
         function = getattr(module, name, None)
         try:
@@ -121,8 +125,10 @@ def check_flower(module: ModuleType, version: str | None = None) -> None:
         except (OSError, TypeError):
             source = ""
         if hashlib.sha256(source.encode()).hexdigest() != expected:
-            raise GateError(f"{module.__name__}.{name} is not the code the app gate was verified "
-                            f"on (flwr {VERIFIED_FLOWER}): refusing to start")
+            raise GateError(
+                f"{module.__name__}.{name} is not the code the app gate was verified "
+                f"on (flwr {VERIFIED_FLOWER}): refusing to start"
+            )
 
 
 class _Refused(Exception):
@@ -158,8 +164,7 @@ def install_gate(module: ModuleType, gate: AppGate) -> None:
             verdict = gate.check(fab.content, claimed=(fab_hash, fab.hash_str))
             if not verdict.approved:
                 raise _Refused(verdict)
-            log.info("run %s: app %s is approved here (%s)", run_id, verdict.digest,
-                     verdict.detail)
+            log.info("run %s: app %s is approved here (%s)", run_id, verdict.digest, verdict.detail)
             return fab
 
         bound.arguments["receive"] = receive_and_keep
@@ -171,8 +176,12 @@ def install_gate(module: ModuleType, gate: AppGate) -> None:
             state, store = bound.arguments["state"], bound.arguments["object_store"]
             run_id = message.metadata.run_id
             reason = protocol.refusal_reason(state.get_node_id(), refused.verdict.digest)
-            log.error("run %s: %s (%s); refused: no ClientApp runs, an error reply goes back",
-                      run_id, reason, refused.verdict.detail)
+            log.error(
+                "run %s: %s (%s); refused: no ClientApp runs, an error reply goes back",
+                run_id,
+                reason,
+                refused.verdict.detail,
+            )
             reply = Message(Error(code=ErrorCode.INVALID_FAB, reason=reason), reply_to=message)
             message_id = message.metadata.message_id  # no ClientApp time to report: zero
             state.record_message_processing_start(message_id)
@@ -201,8 +210,10 @@ def split_args(argv: list[str]) -> tuple[Path | None, bool, list[str]]:
         else:
             rest.append(arg)
     if (allowlist is None) == (not allow_any):
-        raise ValueError(f"give exactly one of {APPROVED_APPS} FILE (the FAB hashes this node's "
-                         f"admin approved) or {ALLOW_ANY_APP}")
+        raise ValueError(
+            f"give exactly one of {APPROVED_APPS} FILE (the FAB hashes this node's "
+            f"admin approved) or {ALLOW_ANY_APP}"
+        )
     return allowlist, allow_any, rest
 
 
@@ -217,16 +228,21 @@ def main(argv: list[str] | None = None) -> None:
     from flwr.supernode.cli import flower_supernode
 
     if allowlist is None:
-        log.warning("%s: this SuperNode runs ANY app the SuperLink sends it (no allowlist)",
-                    ALLOW_ANY_APP)
+        log.warning(
+            "%s: this SuperNode runs ANY app the SuperLink sends it (no allowlist)", ALLOW_ANY_APP
+        )
     else:
         try:
             approved = read_allowlist(allowlist)
             install_gate(start_client_internal, AppGate(allowlist))
         except (ApprovalError, GateError) as exc:
             sys.exit(f"fedrec supernode: {APPROVED_APPS}: {exc}")
-        log.info("app approval on: only apps whose FAB sha256 is in %s run here (%d now; the "
-                 "file is read again for each new run)", allowlist.resolve(), len(approved))
+        log.info(
+            "app approval on: only apps whose FAB sha256 is in %s run here (%d now; the "
+            "file is read again for each new run)",
+            allowlist.resolve(),
+            len(approved),
+        )
     try:
         install(start_client_internal, QuickPollClock())
     except RuntimeError as exc:  # another Flower: its own SuperNode, with its own waits

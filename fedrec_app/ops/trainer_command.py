@@ -66,14 +66,17 @@ class TrainerGroupCommand:
     nice: int = 0
 
     @classmethod
-    def for_nodes(cls, node_configs: Sequence[Mapping[str, object]], nice: int = 0
-                  ) -> TrainerGroupCommand:  # fmt: skip
+    def for_nodes(
+        cls, node_configs: Sequence[Mapping[str, object]], nice: int = 0
+    ) -> TrainerGroupCommand:
         members = tuple(TrainerCommand.for_node(config) for config in node_configs)
         if not members:
             raise FedrecError("a trainer group needs at least one node")
         if any(m.gpu_index is not None for m in members):
-            raise FedrecError("a trainer group shares one device setup: start one `fedrec "
-                              "trainer` per node to give each its own gpu-index")
+            raise FedrecError(
+                "a trainer group shares one device setup: start one `fedrec "
+                "trainer` per node to give each its own gpu-index"
+            )
         if len({m.threads for m in members}) > 1:
             raise FedrecError("a trainer group's nodes must have the same threads")
         if len({m.data_path is None for m in members}) > 1:

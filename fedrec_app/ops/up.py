@@ -44,9 +44,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "data", "partitions", "certs", "keys", "trainers", "superlink", "register", "supernodes",
-    "submit", "train", "gateway",
-)  # fmt: skip
+    "data",
+    "partitions",
+    "certs",
+    "keys",
+    "trainers",
+    "superlink",
+    "register",
+    "supernodes",
+    "submit",
+    "train",
+    "gateway",
+)
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
 DEFAULT_NODES = 3
 DEFAULT_ROUNDS = 5
@@ -96,8 +105,10 @@ class UpOptions:
         if self.zip_path is not None and not Path(self.zip_path).is_file():
             raise FedrecError(f"--zip {self.zip_path}: no such file")
         if not (APP_DIR / "pyproject.toml").is_file():
-            raise FedrecError(f"{APP_DIR}/pyproject.toml not found: `fedrec up` needs the "
-                              "project's source tree (pip install -e .)")
+            raise FedrecError(
+                f"{APP_DIR}/pyproject.toml not found: `fedrec up` needs the "
+                "project's source tree (pip install -e .)"
+            )
 
 
 def parse_run_config(items: list[str]) -> dict[str, ConfigValue]:
@@ -190,10 +201,14 @@ class Launch:
         opt = self.options
         opt.check()
         if not _port_free(opt.host, opt.port):
-            raise FedrecError(f"--port {opt.port}: {opt.host}:{opt.port} is already in use "
-                              "(another gateway? choose --port)")
-        self.say(f"fedrec up: {opt.nodes} SuperNodes, {opt.rounds} rounds x {opt.local_epochs} "
-                 f"local epochs, partitions {opt.scheme}/{opt.split}, work dir {self.work}")
+            raise FedrecError(
+                f"--port {opt.port}: {opt.host}:{opt.port} is already in use "
+                "(another gateway? choose --port)"
+            )
+        self.say(
+            f"fedrec up: {opt.nodes} SuperNodes, {opt.rounds} rounds x {opt.local_epochs} "
+            f"local epochs, partitions {opt.scheme}/{opt.split}, work dir {self.work}"
+        )
         self.say("steps: " + " → ".join(f"{i}.{s}" for i, s in enumerate(STEPS, 1)))
 
         with self.progress.step("data", f"MovieLens 100k in {opt.data}"):
@@ -201,17 +216,22 @@ class Launch:
             got = download(opt.data, zip_path=opt.zip_path, **extra)
             source = opt.zip_path or "the download"
             state = "already there" if got.already_present else f"extracted from {source}"
-            self.say(f"      {got.folder}: {state} ({got.counts.ratings} ratings, "
-                     f"{got.counts.users} users, {got.counts.items} movies)")
+            self.say(
+                f"      {got.folder}: {state} ({got.counts.ratings} ratings, "
+                f"{got.counts.users} users, {got.counts.items} movies)"
+            )
 
         set_dir = self.work / "partitions" / f"{opt.split}-{opt.scheme}-{opt.nodes}-s{opt.seed}"
         with self.progress.step("partitions", f"{opt.nodes} user-disjoint partitions"):
-            made = make_partitions(got.folder, set_dir, opt.nodes, scheme=opt.scheme,
-                                   split=opt.split, seed=opt.seed)
+            made = make_partitions(
+                got.folder, set_dir, opt.nodes, scheme=opt.scheme, split=opt.split, seed=opt.seed
+            )
             for entry in made.manifest["partitions"]:
                 rows = {name: f["rows"] for name, f in entry["files"].items()}
-                self.say(f"      {entry['path']}: {entry['users']} users, "
-                         f"{rows['train.csv']} train / {rows['test.csv']} test ratings")
+                self.say(
+                    f"      {entry['path']}: {entry['users']} users, "
+                    f"{rows['train.csv']} train / {rows['test.csv']} test ratings"
+                )
 
         names = [f"sn{k + 1}" for k in range(opt.nodes)]
         node_configs = {
@@ -225,8 +245,9 @@ class Launch:
         while port == opt.port:
             port = free_port(opt.host)
         # the SuperNodes run only this checkout's app (its FAB hash, in approved-apps.txt)
-        fed = LocalFederation(self.work, node_configs, port=port, host=opt.host,
-                              approved_apps=[APP_DIR])
+        fed = LocalFederation(
+            self.work, node_configs, port=port, host=opt.host, approved_apps=[APP_DIR]
+        )
         self.federation = fed
         warning = exposure_warning(opt.host, opt.port, fed.port, fed.fleet_proxy)
         if warning:
@@ -237,8 +258,10 @@ class Launch:
             else:
                 make_certs(fed.certs.out, [opt.host])
             new_key = ensure_signing_key(fed.certs.out)  # the ServerApp signs every checkpoint
-            self.say(f"      checkpoint-signing key {fed.certs.signing_key} "
-                     f"({'new' if new_key else 'reused'}); the gateway verifies with its .pub")
+            self.say(
+                f"      checkpoint-signing key {fed.certs.signing_key} "
+                f"({'new' if new_key else 'reused'}); the gateway verifies with its .pub"
+            )
         with self.progress.step("keys", f"{opt.nodes} SuperNode key pairs (ECDSA P-384)"):
             missing = [n for n, node in fed.nodes.items() if not node.key.private.exists()]
             if missing:
@@ -247,13 +270,18 @@ class Launch:
         if opt.warm_trainers:
             with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
                 fed.start_trainers(wait=False)  # they listen at once, then load TensorFlow
-                self.say("      one TensorFlow import, forked per node; tracing the model in the "
-                         "background, at a lower CPU priority until ready")
+                self.say(
+                    "      one TensorFlow import, forked per node; tracing the model in the "
+                    "background, at a lower CPU priority until ready"
+                )
         else:
             with self.progress.step("trainers", "none (--no-warm-trainers)"):
                 self.say("      every ClientApp process imports TensorFlow itself")
-        what = (f"on 127.0.0.1:{fed.link_port} behind the Fleet proxy https://{fed.address}"
-                if fed.fleet_proxy else f"https://{fed.address} (no Fleet proxy: nginx missing)")
+        what = (
+            f"on 127.0.0.1:{fed.link_port} behind the Fleet proxy https://{fed.address}"
+            if fed.fleet_proxy
+            else f"https://{fed.address} (no Fleet proxy: nginx missing)"
+        )
         with self.progress.step("superlink", f"{what} (TLS, SuperNode auth)"):
             for stale in fed.link_home.glob("state.db*"):  # a fresh registry for this launch
                 stale.unlink()
@@ -286,8 +314,10 @@ class Launch:
                 for node in fed.nodes.values():  # activated: the node logs the id it registered as
                     match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
                     if match.group(1) != node.node_id:
-                        raise FedrecError(f"{node.name} came up as node {match.group(1)}, "
-                                          f"registered as {node.node_id}")
+                        raise FedrecError(
+                            f"{node.name} came up as node {match.group(1)}, "
+                            f"registered as {node.node_id}"
+                        )
                 trainers = ", trainers listening" if opt.warm_trainers else ""
                 self.say(f"      all {opt.nodes} connected{trainers} (logs in {fed.logs})")
             what = f"flwr run {APP_DIR} over TLS, sent while the SuperNodes started"
@@ -304,8 +334,9 @@ class Launch:
                 )
             self.final = checkpoints / self.run_id / "final"
             self.metrics = _final_metrics(self.final)
-            shown = ", ".join(f"{k.upper()} {self.metrics[k]:.4f}" for k in SHOWN_METRICS
-                              if k in self.metrics)
+            shown = ", ".join(
+                f"{k.upper()} {self.metrics[k]:.4f}" for k in SHOWN_METRICS if k in self.metrics
+            )
             self.say(f"      finished:completed; final model on the held-out ratings: {shown}")
         with self.progress.step("gateway", f"serving {self.final}"):
             self._start_gateway(self.final)
@@ -315,8 +346,9 @@ class Launch:
         from fedrec_app.ops.process import ManagedProcess
 
         argv = [flower_bin("flwr"), "log", run_id, fed.cli.connection, "--stream"]
-        self.follower = ManagedProcess("flwr-log", argv, fed.cli.env(),
-                                       fed.logs / f"run-{run_id}.log").start()
+        self.follower = ManagedProcess(
+            "flwr-log", argv, fed.cli.env(), fed.logs / f"run-{run_id}.log"
+        ).start()
         deadline = time.monotonic() + self.options.run_timeout
         shown = 0
         next_check = time.monotonic() + STATUS_EVERY
@@ -339,8 +371,10 @@ class Launch:
             _check_alive(fed, run_id)
             if now > deadline:
                 fed.cli.stop(run_id)
-                raise FedrecError(f"run {run_id} did not finish within "
-                                  f"{self.options.run_timeout:.0f} s; stopped it")
+                raise FedrecError(
+                    f"run {run_id} did not finish within "
+                    f"{self.options.run_timeout:.0f} s; stopped it"
+                )
             time.sleep(0.5)
         self.follower.stop()
         return record
@@ -358,11 +392,23 @@ class Launch:
 
         opt = self.options
         assert self.federation is not None
-        argv = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(checkpoint),
-                "--host", opt.host, "--port", str(opt.port),
-                "--verify-key", str(self.federation.certs.signing_pub)]
-        self.gateway = ManagedProcess("gateway", argv, os.environ, self.work / "logs" /
-                                      "gateway.log").start()
+        argv = [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "gateway",
+            "--checkpoint",
+            str(checkpoint),
+            "--host",
+            opt.host,
+            "--port",
+            str(opt.port),
+            "--verify-key",
+            str(self.federation.certs.signing_pub),
+        ]
+        self.gateway = ManagedProcess(
+            "gateway", argv, os.environ, self.work / "logs" / "gateway.log"
+        ).start()
         self.gateway.wait_https_ready(f"{self.url}/readyz", None, 60.0)
 
     @property
@@ -385,8 +431,9 @@ class Launch:
         assert self.gateway is not None
         while self.gateway.alive():
             time.sleep(0.5)
-        raise FedrecError(f"the gateway exited (code {self.gateway.returncode}):\n"
-                          f"{self.gateway.log_tail()}")
+        raise FedrecError(
+            f"the gateway exited (code {self.gateway.returncode}):\n{self.gateway.log_tail()}"
+        )
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
@@ -439,30 +486,40 @@ def exposure_warning(
     (port and what protects it) and what stays on this host."""
     if host in LOOPBACK_HOSTS or host.startswith("127."):
         return None
-    where = ("every network interface of this machine" if host in ("0.0.0.0", "::", "")
-             else f"{host}")  # fmt: skip
-    gateway = ("HTTP, API key needed (except /healthz and the page)" if gateway_keys else
-               "plain HTTP, NO API key: anyone who reaches it reads recommendations for every "
-               "user id, the model summary, /metrics and /docs")  # fmt: skip
+    where = (
+        "every network interface of this machine" if host in ("0.0.0.0", "::", "") else f"{host}"
+    )
+    gateway = (
+        "HTTP, API key needed (except /healthz and the page)"
+        if gateway_keys
+        else "plain HTTP, NO API key: anyone who reaches it reads recommendations for every "
+        "user id, the model summary, /metrics and /docs"
+    )
     if fleet_proxy:
-        fleet = (f"  - Fleet proxy (nginx) on port {fleet_port}: TLS; forwards only the Fleet "
-                 "API, every call signed by a registered SuperNode key")  # fmt: skip
+        fleet = (
+            f"  - Fleet proxy (nginx) on port {fleet_port}: TLS; forwards only the Fleet "
+            "API, every call signed by a registered SuperNode key"
+        )
         local = "the SuperLink's Control and runtime APIs (127.0.0.1), "
     else:
-        fleet = (f"  - SuperLink on port {fleet_port}: TLS and SuperNode auth on the Fleet API, "
-                 "but its Control API has NO login: whoever reaches the port can start runs "
-                 "(code on every node) (apt-get install nginx-light puts the Fleet proxy in "
-                 "front)")  # fmt: skip
+        fleet = (
+            f"  - SuperLink on port {fleet_port}: TLS and SuperNode auth on the Fleet API, "
+            "but its Control API has NO login: whoever reaches the port can start runs "
+            "(code on every node) (apt-get install nginx-light puts the Fleet proxy in "
+            "front)"
+        )
         local = ""
-    return "\n".join([
-        f"WARNING: --host {host} listens on {where}; reachable from the network:",
-        f"  - gateway on port {gateway_port}: {gateway}",
-        fleet,
-        f"  stays on this host: {local}the SuperNodes' runtime ports (127.0.0.1), the warm "
-        "trainers (Unix sockets)",
-        "  bind 127.0.0.1 (the default) unless other machines must reach these; a lab "
-        "deployment puts API keys on the gateway (deploy/README.md)",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"WARNING: --host {host} listens on {where}; reachable from the network:",
+            f"  - gateway on port {gateway_port}: {gateway}",
+            fleet,
+            f"  stays on this host: {local}the SuperNodes' runtime ports (127.0.0.1), the warm "
+            "trainers (Unix sockets)",
+            "  bind 127.0.0.1 (the default) unless other machines must reach these; a lab "
+            "deployment puts API keys on the gateway (deploy/README.md)",
+        ]
+    )
 
 
 def _check_alive(fed: LocalFederation, run_id: str) -> None:
@@ -487,8 +544,9 @@ def _final_metrics(final: Path) -> dict[str, float]:
         raise FedrecError(
             f"{final}/manifest.json: cannot read the final checkpoint ({exc})"
         ) from exc
-    return {k: float(v) for k, v in manifest.get("metrics", {}).items()
-            if isinstance(v, int | float)}
+    return {
+        k: float(v) for k, v in manifest.get("metrics", {}).items() if isinstance(v, int | float)
+    }
 
 
 @contextlib.contextmanager
@@ -524,8 +582,11 @@ def no_interrupts() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def up(options: UpOptions, say: Callable[[str], None] = log.info,
-       on_ready: Callable[[Launch], None] | None = None) -> Launch:
+def up(
+    options: UpOptions,
+    say: Callable[[str], None] = log.info,
+    on_ready: Callable[[Launch], None] | None = None,
+) -> Launch:
     """Launch everything, call `on_ready`, serve until Ctrl+C; always stop what was started."""
     launch = Launch(options, say)
     with interrupt_on_signals():
@@ -545,4 +606,3 @@ def up(options: UpOptions, say: Callable[[str], None] = log.info,
             with no_interrupts():
                 launch.close()
     return launch
-

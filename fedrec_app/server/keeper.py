@@ -162,9 +162,13 @@ class CheckpointKeeper:
                 write_keras(path, arrays, tcfg)
 
         folder = write_checkpoint(
-            self.run_dir / round_folder_name(server_round), arrays, self.catalogue, manifest,
-            writer, signing_key=self.signing_key,
-        )  # fmt: skip
+            self.run_dir / round_folder_name(server_round),
+            arrays,
+            self.catalogue,
+            manifest,
+            writer,
+            signing_key=self.signing_key,
+        )
         if self._last is None or server_round > self._last:
             point(self.run_dir, "latest", folder)
             self._last = server_round
@@ -176,8 +180,15 @@ class CheckpointKeeper:
 
 
 _CALLER_FIELDS = (
-    "run_id", "round", "state_key", "resumed_from", "model", "metrics", "history", "run_config",
-)  # fmt: skip
+    "run_id",
+    "round",
+    "state_key",
+    "resumed_from",
+    "model",
+    "metrics",
+    "history",
+    "run_config",
+)
 
 
 def load_keras_in_background() -> None:

@@ -141,7 +141,9 @@ def merge_users(
 
 
 def aggregate(
-    previous: Mapping[str, np.ndarray], replies: Sequence[Message], server_lr: float = 1.0,
+    previous: Mapping[str, np.ndarray],
+    replies: Sequence[Message],
+    server_lr: float = 1.0,
     names: Mapping[int, str] | None = None,
 ) -> RoundResult:
     """Per-row weighted average of the train replies (a touched row moves ``server_lr`` times
@@ -179,8 +181,7 @@ def aggregate(
     return result
 
 
-def evaluation(replies: Sequence[Message], names: Mapping[int, str] | None = None
-               ) -> RoundResult:  # fmt: skip
+def evaluation(replies: Sequence[Message], names: Mapping[int, str] | None = None) -> RoundResult:
     """The evaluation sums of the replies, added over the nodes (errors are failures)."""
     sums: dict[str, EvalSums] = {}
     eval_rounds: set[int] = set()
@@ -264,8 +265,9 @@ def round_line(
     parts = []
     if result.eval_round is not None and result.sums:
         metrics = metrics_of(result)
-        shown = ", ".join(f"{label} {metrics.get(key, math.nan):.4f}"
-                          for key, label in SHOWN_METRICS)
+        shown = ", ".join(
+            f"{label} {metrics.get(key, math.nan):.4f}" for key, label in SHOWN_METRICS
+        )
         parts.append(f"model of round {result.eval_round} on the held-out ratings: {shown}")
     replied = ", ".join(sorted(node_label(n, names) for n in result.replied)) or "none"
     nodes = f"{len(result.replied)}/{len(asked)} nodes replied: {replied}"
@@ -326,13 +328,23 @@ class FederationLoop:
             }
             self._report(result)
             self.on_trained(server_round, shared, users, round_metrics)
-            line = round_line(f"round {server_round}/{cfg.num_server_rounds}", chosen,
-                              [r.metadata.src_node_id for r in replies], result, self.names,
-                              seconds)
+            line = round_line(
+                f"round {server_round}/{cfg.num_server_rounds}",
+                chosen,
+                [r.metadata.src_node_id for r in replies],
+                result,
+                self.names,
+                seconds,
+            )
             if result.shared is None:
                 line += " | no usable reply: the model stays as it was"
-            log.log(logging.WARNING if result.failures or result.shared is None
-                    or result.num_replies < len(chosen) else logging.INFO, "%s", line)
+            log.log(
+                logging.WARNING
+                if result.failures or result.shared is None or result.num_replies < len(chosen)
+                else logging.INFO,
+                "%s",
+                line,
+            )
             log.debug("round %d: %s", server_round, _fmt(round_metrics))
         if cfg.final_evaluate:
             self._final_evaluation(shared)
@@ -351,8 +363,14 @@ class FederationLoop:
         learn_names(replies, self.names)
         result = evaluation(replies, self.names)
         self._report(result)
-        line = round_line("final evaluation", nodes, [r.metadata.src_node_id for r in replies],
-                          result, self.names, time.monotonic() - started)
+        line = round_line(
+            "final evaluation",
+            nodes,
+            [r.metadata.src_node_id for r in replies],
+            result,
+            self.names,
+            time.monotonic() - started,
+        )
         log.log(logging.WARNING if result.num_replies < len(nodes) else logging.INFO, "%s", line)
 
     def _report(self, result: RoundResult) -> None:

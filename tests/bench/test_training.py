@@ -43,14 +43,14 @@ def test_table_gives_each_run_against_the_no_op() -> None:
     assert "(in_process): 3.20 s" in text
 
 
-
 def test_the_fleet_proxys_cost_is_the_ratio_to_the_direct_runs() -> None:
     def run(mean: float) -> dict:
         return {"round_seconds": [mean], "mean_round_seconds": mean, "node_seconds": 1.0}
 
     result = _result()  # warm 6.25
-    result["runs"].update(warm_direct=run(5.0), noop_direct=run(4.0), noop_again=run(5.0),
-                          warm_again=run(6.75))
+    result["runs"].update(
+        warm_direct=run(5.0), noop_direct=run(4.0), noop_again=run(5.0), warm_again=run(6.75)
+    )
     figures = headline(result)
     assert figures["proxy_ratio"] == 1.3  # mean(6.25, 6.75) / 5.0
     assert figures["proxy_ratio_noop"] == 1.25  # 5.0 / 4.0

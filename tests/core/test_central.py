@@ -14,10 +14,30 @@ from fedrec_app.data.partition import load_partition_set_member, make_partitions
 @pytest.mark.slow
 def test_train_central_cli_writes_metrics_and_a_valid_checkpoint(synthetic_ml, tmp_path) -> None:
     out, report = tmp_path / "central", tmp_path / "central.json"
-    cmd = [sys.executable, "-m", "fedrec_app", "train-central", "--data", str(synthetic_ml),
-           "--split", "u1", "--epochs", "4", "--embedding-dim", "8", "--rank-dim", "8",
-           "--batch-size", "64", "--out", str(out), "--json", str(report),
-           "--signing-key", str(signing_key_file())]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "train-central",
+        "--data",
+        str(synthetic_ml),
+        "--split",
+        "u1",
+        "--epochs",
+        "4",
+        "--embedding-dim",
+        "8",
+        "--rank-dim",
+        "8",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--json",
+        str(report),
+        "--signing-key",
+        str(signing_key_file()),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "RMSE" in result.stdout and "NDCG@10" in result.stdout
@@ -46,8 +66,16 @@ def test_central_train_val_split_is_the_partitioners(synthetic_ml, tmp_path) -> 
 
 
 def test_train_central_cli_rejects_bad_hyperparameters(synthetic_ml) -> None:
-    cmd = [sys.executable, "-m", "fedrec_app", "train-central", "--data", str(synthetic_ml),
-           "--negatives", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "train-central",
+        "--data",
+        str(synthetic_ml),
+        "--negatives",
+        "0",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 2
     assert "negatives" in result.stderr and "Traceback" not in result.stderr

@@ -67,8 +67,10 @@ def test_write_then_read_through_pointer(tmp_path: Path, rng) -> None:
     assert folder.stat().st_mode & 0o777 == 0o750
     assert run_dir.stat().st_mode & 0o777 == 0o750
     assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
-        "weights.npz": 0o640, "items.csv": 0o640, "manifest.json": 0o640,
-    }  # fmt: skip
+        "weights.npz": 0o640,
+        "items.csv": 0o640,
+        "manifest.json": 0o640,
+    }
 
 
 def test_modes_do_not_depend_on_the_umask(tmp_path: Path, rng) -> None:
@@ -76,9 +78,13 @@ def test_modes_do_not_depend_on_the_umask(tmp_path: Path, rng) -> None:
     old = os.umask(0o002)  # a lax umask would leave world-readable files
     try:
         folder = write_checkpoint(
-            tmp_path / "ck", _arrays(rng, catalogue, users=2), catalogue, {"round": 1},
-            write_model=lambda path: path.write_bytes(b"model"), signing_key=KEY,
-        )  # fmt: skip
+            tmp_path / "ck",
+            _arrays(rng, catalogue, users=2),
+            catalogue,
+            {"round": 1},
+            write_model=lambda path: path.write_bytes(b"model"),
+            signing_key=KEY,
+        )
     finally:
         os.umask(old)
     assert folder.stat().st_mode & 0o777 == 0o750
@@ -163,8 +169,9 @@ def test_signed_checkpoint_verifies_with_its_public_key(tmp_path: Path, rng) -> 
         base64.b64decode(record["signature"]), (folder / "manifest.json").read_bytes()
     )
     assert set(json.loads((folder / "manifest.json").read_text())["files"]) == {
-        "weights.npz", "items.csv",
-    }  # fmt: skip
+        "weights.npz",
+        "items.csv",
+    }
     checkpoint = read_checkpoint(folder, verify_key=KEY.public_key())
     np.testing.assert_array_equal(checkpoint.arrays["item_bias"], arrays["item_bias"])
 
@@ -206,9 +213,11 @@ def test_unsigned_or_mangled_signature_is_refused(tmp_path: Path, rng) -> None:
         ("not json", "malformed signature"),
         (json.dumps({**record, "algorithm": "rsa"}), "algorithm 'rsa'"),
         (json.dumps({**record, "signature": "%%%"}), "malformed signature"),
-        (json.dumps({**record, "signature": base64.b64encode(b"x" * 64).decode()}),
-         "signature does not verify"),
-    ):  # fmt: skip
+        (
+            json.dumps({**record, "signature": base64.b64encode(b"x" * 64).decode()}),
+            "signature does not verify",
+        ),
+    ):
         (signed / SIGNATURE).write_text(bad)
         with pytest.raises(CheckpointError, match=message):
             read_checkpoint(signed, verify_key=KEY.public_key())

@@ -18,8 +18,10 @@ def test_defaults_parse_and_round_trip(defaults: dict) -> None:
     assert parse_run_config(cfg.to_dict()) == cfg
     tcfg = cfg.train_config()
     assert (tcfg.embedding_dim, tcfg.rank_dim, tcfg.negatives) == (
-        defaults["embedding-dim"], defaults["rank-dim"], defaults["negatives"],
-    )  # fmt: skip
+        defaults["embedding-dim"],
+        defaults["rank-dim"],
+        defaults["negatives"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,7 +51,6 @@ def test_missing_key_is_named(defaults: dict) -> None:
     del defaults["round-timeout"]
     with pytest.raises(ConfigError, match="missing key 'round-timeout'"):
         parse_run_config(defaults)
-
 
 
 def test_checkpoint_dir_needs_an_absolute_signing_key(defaults: dict) -> None:

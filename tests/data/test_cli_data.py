@@ -30,17 +30,28 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 
 def test_download_then_partition(synthetic_zip: Path, tmp_path: Path) -> None:
     md5 = hashlib.md5(synthetic_zip.read_bytes()).hexdigest()
-    first = fedrec("data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data",
-                   cwd=tmp_path)  # fmt: skip
+    first = fedrec(
+        "data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     assert "ready" in first.stdout
-    again = fedrec("data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data",
-                   cwd=tmp_path)  # fmt: skip
+    again = fedrec(
+        "data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data", cwd=tmp_path
+    )
     assert again.returncode == 0
     assert "already present and valid" in again.stdout
 
-    args = ["partition", "--data", "data", "--num-partitions", "3", "--seed", "4",
-            "--out", "partitions/s3"]  # fmt: skip
+    args = [
+        "partition",
+        "--data",
+        "data",
+        "--num-partitions",
+        "3",
+        "--seed",
+        "4",
+        "--out",
+        "partitions/s3",
+    ]
     made = fedrec(*args, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert made.stdout.count("partition-") == 3
@@ -73,14 +84,14 @@ def test_partition_refusals(
 
 
 def test_partition_missing_data_and_malformed_line(ml_copy: Path, tmp_path: Path) -> None:
-    missing = fedrec("partition", "--data", tmp_path / "none", "--num-partitions", "2",
-                     "--out", tmp_path / "set")  # fmt: skip
+    missing = fedrec(
+        "partition", "--data", tmp_path / "none", "--num-partitions", "2", "--out", tmp_path / "set"
+    )
     assert_user_error(missing, "not found", "fedrec data download")
     path = ml_copy / "u1.base"
     lines = path.read_text().splitlines(keepends=True)
     lines[41] = "5\t6\tfour\t881250949\n"
     path.write_text("".join(lines))
-    bad = fedrec("partition", "--data", ml_copy, "--num-partitions", "2",
-                 "--out", tmp_path / "set")  # fmt: skip
+    bad = fedrec("partition", "--data", ml_copy, "--num-partitions", "2", "--out", tmp_path / "set")
     assert_user_error(bad, f"{path}: line 42: rating 'four' is not an integer")
     assert not (tmp_path / "set").exists()

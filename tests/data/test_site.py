@@ -69,8 +69,12 @@ def test_site_folder_holds_exactly_its_ratings(
     assert own["users"] == source["user_id"].nunique()
     assert own["catalogue"]["fingerprint"] == part.catalogue.fingerprint
     assert sorted(p.name for p in out.iterdir()) == [
-        "items.csv", MANIFEST, "test.csv", "train.csv", "val.csv"
-    ]  # fmt: skip
+        "items.csv",
+        MANIFEST,
+        "test.csv",
+        "train.csv",
+        "val.csv",
+    ]
     _no_leftovers(out.parent)
     # same inputs: left alone; other options into the same folder: refused
     assert make_site_partition(ratings, catalogue, out, seed=3).already_present
@@ -139,12 +143,15 @@ def test_bad_tab_lines_are_named(catalogue: Path, tmp_path: Path, line: str, mes
         ("user_id,movie_id,rating,timestamp\n1,2,3,4\n1,2,7,5\n", r"line 3: rating 7 is not"),
         ("user_id,movie_id,rating,timestamp\n1,2,3,4\n1,2\n", r"line 3: expected 4 comma-sep"),
         ("user_id,movie_id,rating,timestamp\n1,2,3,4\n2,5,3.5,4\n", r"line 3: rating '3\.5' is"),
-        ("user_id,movie_id,rating,timestamp\n1,2,3,4\n1,2,5,9\n", r"line 3: user_id 1 rates "
-         r"movie_id 2 a second time"),
+        (
+            "user_id,movie_id,rating,timestamp\n1,2,3,4\n1,2,5,9\n",
+            r"line 3: user_id 1 rates "
+            r"movie_id 2 a second time",
+        ),
         ("user_id,movie_id,rating,timestamp\n", r"no ratings"),
         ("user_id,movie_id,rating,timestamp\n1,2,3,4\n2,3,4,5\n", r"no test ratings"),
     ],
-)  # fmt: skip
+)
 def test_bad_csv_is_named(catalogue: Path, tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "r.csv"
     path.write_text(text)
@@ -174,8 +181,13 @@ def test_missing_inputs_and_busy_out(ratings: Path, catalogue: Path, tmp_path: P
 
 def test_cli_partition_site(ratings: Path, catalogue: Path, tmp_path: Path) -> None:
     def fedrec(*args: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "fedrec_app", *map(str, args)],
-                              capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "fedrec_app", *map(str, args)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
 
     out = tmp_path / "data" / "fedrec"
     args = ["partition", "site", "--ratings", ratings, "--catalogue", catalogue, "--out", out]
@@ -185,8 +197,16 @@ def test_cli_partition_site(ratings: Path, catalogue: Path, tmp_path: Path) -> N
     assert yaml.safe_load((out / MANIFEST).read_text())["origin"]["test_fraction"] == 0.25
     again = fedrec(*args, "--test-fraction", "0.25", "--seed", "2")
     assert "already there and verifies" in again.stdout
-    bad = fedrec("partition", "site", "--ratings", catalogue, "--catalogue", catalogue,
-                 "--out", tmp_path / "x")  # fmt: skip
+    bad = fedrec(
+        "partition",
+        "site",
+        "--ratings",
+        catalogue,
+        "--catalogue",
+        catalogue,
+        "--out",
+        tmp_path / "x",
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "items.csv: line 1: expected the header user_id,movie_id" in bad.stderr
     both = fedrec(*args, "--test", ratings, "--test-fraction", "0.1")

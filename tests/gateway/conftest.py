@@ -143,10 +143,21 @@ def start_gateway(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(checkpoint),
-             "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "fedrec_app",
+                "gateway",
+                "--checkpoint",
+                str(checkpoint),
+                "--port",
+                str(port),
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     verify = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
     gateway = Gateway(process, f"{scheme}://127.0.0.1:{port}", log, verify)
     deadline = time.monotonic() + 30

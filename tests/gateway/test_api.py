@@ -61,15 +61,13 @@ def test_n_defaults_to_5_and_allows_20(client, ckpt) -> None:
 
 def test_genre_filter_and_exclude(client, ckpt) -> None:
     top = expected_top(ckpt, 3, 3)
-    recs = client.get(
-        "/recommend", params={"user_id": 3, "n": 5, "exclude": top[:2]}
-    ).json()["recommendations"]
+    recs = client.get("/recommend", params={"user_id": 3, "n": 5, "exclude": top[:2]}).json()[
+        "recommendations"
+    ]
     ids = [r["movie_id"] for r in recs]
     assert not set(top[:2]) & set(ids) and ids[0] == top[2]
     recs = client.get("/recommend", params={"user_id": 3, "genre": "Drama", "n": 20}).json()
-    assert recs["recommendations"] and all(
-        "Drama" in r["genres"] for r in recs["recommendations"]
-    )
+    assert recs["recommendations"] and all("Drama" in r["genres"] for r in recs["recommendations"])
 
 
 @pytest.mark.parametrize(
@@ -204,8 +202,13 @@ def test_recommend_response_fields_unchanged(client) -> None:
     assert len(body["recommendations"]) == 5
     for rec in body["recommendations"]:
         assert set(rec) == {
-            "movie_id", "movie_title", "predicted_rating", "year", "genres", "score"
-        }  # fmt: skip
+            "movie_id",
+            "movie_title",
+            "predicted_rating",
+            "year",
+            "genres",
+            "score",
+        }
 
 
 def test_predict_accepts_10000_pairs(client) -> None:
@@ -279,9 +282,10 @@ def test_page_and_static_files(client) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert "Content-Security-Policy" in page.text  # the page's own CSP (meta tag)
     assert client.get("/static/app.js").status_code == 200
-    assert "access-control-allow-origin" not in client.get(
-        "/readyz", headers={"Origin": "http://evil.example"}
-    ).headers
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/readyz", headers={"Origin": "http://evil.example"}).headers
+    )
 
 
 def test_checkpoint_without_user_factors(checkpoint_factory, gateway_factory, tmp_path) -> None:

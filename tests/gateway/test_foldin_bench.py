@@ -47,10 +47,13 @@ def test_learned_row_is_the_rating_formula(synthetic_ml, synthetic_checkpoint) -
     rows_u = test["user_id"].map(user_row).to_numpy()
     rows_i = test["movie_id"].to_numpy() - 1  # synthetic movie ids are 1..I
     predicted = np.clip(
-        a["global_bias"] + a["user_bias"][rows_u] + a["item_bias"][rows_i]
+        a["global_bias"]
+        + a["user_bias"][rows_u]
+        + a["item_bias"][rows_i]
         + np.einsum("ij,ij->i", a["user_embedding"][rows_u], a["item_embedding"][rows_i]),
-        1, 5,
-    )  # fmt: skip
+        1,
+        5,
+    )
     want = float(np.sqrt(np.mean((predicted - test["rating"].to_numpy()) ** 2)))
     assert result["metrics"]["learned"]["rmse"] == pytest.approx(want, rel=1e-5)
     assert all(np.isfinite(v) for v in result["metrics"]["fold-in"].values())
@@ -60,10 +63,24 @@ def test_cli_writes_json(synthetic_ml, synthetic_checkpoint, tmp_path) -> None:
     folder, _ = synthetic_checkpoint
     out = tmp_path / "foldin.json"
     result = subprocess.run(
-        [sys.executable, "-m", "fedrec_app", "bench", "fold-in", "--checkpoint", str(folder),
-         "--data", str(synthetic_ml), "--json", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "bench",
+            "fold-in",
+            "--checkpoint",
+            str(folder),
+            "--data",
+            str(synthetic_ml),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "| fold-in |" in result.stdout and "| learned |" in result.stdout
     assert set(json.loads(out.read_text())["metrics"]) == {"fold-in", "learned"}

@@ -58,8 +58,9 @@ def _forged(checkpoint_factory, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     data[-40] ^= 0xFF
     (altered / WEIGHTS).write_bytes(bytes(data))
     unsigned = checkpoint_factory(tmp_path / "in" / "unsigned", round_=7, signed=False)
-    other = checkpoint_factory(tmp_path / "in" / "other", round_=7,
-                               key=Ed25519PrivateKey.generate())
+    other = checkpoint_factory(
+        tmp_path / "in" / "other", round_=7, key=Ed25519PrivateKey.generate()
+    )
     return {
         "altered": (altered, f"{altered / WEIGHTS}: sha256 does not match"),
         "unsigned": (unsigned, f"{unsigned}: unsigned checkpoint (no {SIGNATURE})"),
@@ -68,11 +69,11 @@ def _forged(checkpoint_factory, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-def test_bad_checkpoints_are_refused_and_current_is_untouched(checkpoint_factory,
-                                                              tmp_path) -> None:
+def test_bad_checkpoints_are_refused_and_current_is_untouched(checkpoint_factory, tmp_path) -> None:
     serve = tmp_path / "serve"
-    good = publish(checkpoint_factory(tmp_path / "in" / "good", round_=2), serve,
-                   verify_key_file()).release
+    good = publish(
+        checkpoint_factory(tmp_path / "in" / "good", round_=2), serve, verify_key_file()
+    ).release
     for what, (folder, message) in _forged(checkpoint_factory, tmp_path).items():
         with pytest.raises(CheckpointError) as refused:
             publish(folder, serve, verify_key_file())
@@ -92,8 +93,12 @@ def test_a_current_folder_copied_by_hand_is_not_replaced(checkpoint_factory, tmp
 def test_old_releases_are_pruned_never_the_current_one(checkpoint_factory, tmp_path) -> None:
     serve = tmp_path / "serve"
     published = [
-        publish(checkpoint_factory(tmp_path / "in" / f"r{r}", round_=r, seed=r), serve,
-                verify_key_file(), keep=3)
+        publish(
+            checkpoint_factory(tmp_path / "in" / f"r{r}", round_=r, seed=r),
+            serve,
+            verify_key_file(),
+            keep=3,
+        )
         for r in range(1, 6)
     ]
     assert _releases(serve) == sorted(p.release.name for p in published[2:])
@@ -111,14 +116,28 @@ def test_old_releases_are_pruned_never_the_current_one(checkpoint_factory, tmp_p
 def test_cli_publish_and_refusal(checkpoint_factory, tmp_path) -> None:
     serve = tmp_path / "serve"
     good = checkpoint_factory(tmp_path / "in" / "good", round_=2)
-    result = _fedrec("checkpoint", "publish", str(good), "--to", str(serve),
-                     "--verify-key", str(verify_key_file()))
+    result = _fedrec(
+        "checkpoint",
+        "publish",
+        str(good),
+        "--to",
+        str(serve),
+        "--verify-key",
+        str(verify_key_file()),
+    )
     assert result.returncode == 0, result.stderr
     release = current_release(serve)
     assert release is not None and f"published {release}" in result.stdout
     unsigned = checkpoint_factory(tmp_path / "in" / "unsigned", round_=3, signed=False)
-    result = _fedrec("checkpoint", "publish", str(unsigned), "--to", str(serve),
-                     "--verify-key", str(verify_key_file()))
+    result = _fedrec(
+        "checkpoint",
+        "publish",
+        str(unsigned),
+        "--to",
+        str(serve),
+        "--verify-key",
+        str(verify_key_file()),
+    )
     assert result.returncode == 2
     assert f"{unsigned}: unsigned checkpoint" in result.stderr
     assert current_release(serve) == release
@@ -129,22 +148,31 @@ def test_watching_gateway_follows_publishes_and_keeps_serving_on_refusal(
     checkpoint_factory, gateway_factory, tmp_path
 ) -> None:
     serve = tmp_path / "serve"
-    first = publish(checkpoint_factory(tmp_path / "in" / "a", round_=1, seed=1), serve,
-                    verify_key_file())
+    first = publish(
+        checkpoint_factory(tmp_path / "in" / "a", round_=1, seed=1), serve, verify_key_file()
+    )
     gw = gateway_factory(serve / CURRENT, "--watch", "--watch-interval", "0.2")
     with gw.client() as client:
         assert client.get("/readyz").json()["round"] == 1
         before = client.get("/recommend", params={"user_id": 4, "n": 10}).json()
-        second = publish(checkpoint_factory(tmp_path / "in" / "b", round_=2, seed=2), serve,
-                         verify_key_file())
+        second = publish(
+            checkpoint_factory(tmp_path / "in" / "b", round_=2, seed=2), serve, verify_key_file()
+        )
         wait_for(lambda: client.get("/readyz").json()["round"] == 2)
         after = client.get("/recommend", params={"user_id": 4, "n": 10}).json()
         assert after["recommendations"] != before["recommendations"]
         assert f"now serving run test-run round 2 ({second.release})" in gw.log_text()
         # a forged checkpoint is refused by publish; the gateway keeps serving round 2
         forged = _forged(checkpoint_factory, tmp_path)["other key"][0]
-        result = _fedrec("checkpoint", "publish", str(forged), "--to", str(serve),
-                         "--verify-key", str(verify_key_file()))
+        result = _fedrec(
+            "checkpoint",
+            "publish",
+            str(forged),
+            "--to",
+            str(serve),
+            "--verify-key",
+            str(verify_key_file()),
+        )
         assert result.returncode == 2 and "signature does not verify" in result.stderr
         time.sleep(1.0)  # five watch intervals
         assert client.get("/readyz").json()["round"] == 2

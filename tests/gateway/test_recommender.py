@@ -90,10 +90,13 @@ def test_predict_is_the_rating_formula(recommender, checkpoint_dir) -> None:
     got = recommender.predict([1, 2, 2], [1, 5, 79])
     for value, (row, item) in zip(got, [(0, 0), (1, 2), (1, 39)], strict=True):
         want = np.clip(
-            a["global_bias"] + a["user_bias"][row] + a["item_bias"][item]
+            a["global_bias"]
+            + a["user_bias"][row]
+            + a["item_bias"][item]
             + a["user_embedding"][row] @ a["item_embedding"][item],
-            1, 5,
-        )  # fmt: skip
+            1,
+            5,
+        )
         assert value == pytest.approx(want, abs=1e-6)
 
 

@@ -34,18 +34,25 @@ def test_api_keys_over_https(checkpoint_dir, gateway_factory, tmp_path) -> None:
     certs = tmp_path / "certs"
     made = subprocess.run(
         [sys.executable, "-m", "fedrec_app", "certs", "--out", str(certs)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert made.returncode == 0, made.stderr
     key_file = tmp_path / "keys"
     key_file.write_text(KEY + "\n")
     key_file.chmod(0o600)
     gw = gateway_factory(
         checkpoint_dir,
-        "--api-key-file", str(key_file),
-        "--tls", "--cert", str(certs / "server.pem"), "--key", str(certs / "server.key"),
+        "--api-key-file",
+        str(key_file),
+        "--tls",
+        "--cert",
+        str(certs / "server.pem"),
+        "--key",
+        str(certs / "server.key"),
         tls_ca=certs / "ca.crt",
-    )  # fmt: skip
+    )
     assert gw.url.startswith("https://")
     with gw.client() as client:
         assert client.get("/healthz").status_code == 200  # open
@@ -92,16 +99,29 @@ def test_cors_is_off_by_default_and_opt_in(checkpoint_dir, gateway_factory) -> N
 def test_cli_refuses_bad_arguments(checkpoint_dir, tmp_path, args, message) -> None:
     args = [a.format(tmp=tmp_path, ckpt=checkpoint_dir) for a in args]
     result = subprocess.run(
-        [sys.executable, "-m", "fedrec_app", "gateway", "--port", "1",
-         "--verify-key", str(verify_key_file()), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "gateway",
+            "--port",
+            "1",
+            "--verify-key",
+            str(verify_key_file()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_api_docs_are_closed_with_keys_unless_opened(checkpoint_dir, gateway_factory,
-                                                      tmp_path) -> None:
+def test_api_docs_are_closed_with_keys_unless_opened(
+    checkpoint_dir, gateway_factory, tmp_path
+) -> None:
     key_file = tmp_path / "keys"
     key_file.write_text(KEY + "\n")
     key_file.chmod(0o600)

@@ -25,8 +25,11 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 def test_gateway_imports_nothing_heavy(checkpoint_dir) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(checkpoint_dir), str(verify_key_file())],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 

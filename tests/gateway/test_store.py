@@ -61,8 +61,9 @@ def test_reload_refuses_unsigned_or_foreign_signatures(checkpoint_factory, tmp_p
         (2, {"signed": False}, "unsigned checkpoint"),
         (3, {"key": new_signing_key()}, "signature does not verify"),
     ):
-        point(run, "latest", checkpoint_factory(run / f"round-000{round_}", round_=round_,
-                                                **kwargs))  # fmt: skip
+        point(
+            run, "latest", checkpoint_factory(run / f"round-000{round_}", round_=round_, **kwargs)
+        )
         assert store.reload() is False
         assert store.current.checkpoint.round == 1
         assert store.last_refusal is not None and says in store.last_refusal
@@ -80,5 +81,6 @@ def test_no_verify_key_needs_an_explicit_allow_unsigned(checkpoint_factory, tmp_
     with caplog.at_level(logging.WARNING, logger="fedrec_app.gateway.store"):
         store = ModelStore(folder, allow_unsigned=True)
     assert store.current.checkpoint.round >= 1
-    assert any(r.levelno == logging.WARNING and "UNSIGNED" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        r.levelno == logging.WARNING and "UNSIGNED" in r.getMessage() for r in caplog.records
+    )

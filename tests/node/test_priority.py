@@ -36,9 +36,11 @@ def _probe(nice: int, new_session: bool, *group_file: Path) -> tuple[str, str]:
     """(process nice, autogroup nice) once lowered and once set back, in a fresh process."""
     lowered, after = subprocess.run(
         [sys.executable, "-c", PROBE, str(nice), *map(str, group_file)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
         start_new_session=new_session,
-    ).stdout.split()  # fmt: skip
+    ).stdout.split()
     return lowered, after
 
 

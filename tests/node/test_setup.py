@@ -17,8 +17,12 @@ RUN_CONFIG = parse_run_config(app_defaults())
 
 
 def test_deployment_node_config_names_partition_state_and_device(tmp_path: Path) -> None:
-    config = {"data-path": str(tmp_path / "p0"), "state-dir": str(tmp_path / "s"),
-              "gpu-index": -1, "threads": 2}  # fmt: skip
+    config = {
+        "data-path": str(tmp_path / "p0"),
+        "state-dir": str(tmp_path / "s"),
+        "gpu-index": -1,
+        "threads": 2,
+    }
     assert node_setup(config, RUN_CONFIG, 7) == NodeSetup(tmp_path / "p0", tmp_path / "s", -1, 2)
     plain = node_setup({"data-path": "/d", "state-dir": str(tmp_path / "s")}, RUN_CONFIG, 7)
     assert (plain.gpu_index, plain.threads) == (None, None)
@@ -33,22 +37,47 @@ def test_bad_device_values_are_refused_by_name(key: str, value: object) -> None:
 
 
 def test_trainer_command_follows_the_node_config(tmp_path: Path) -> None:
-    config = {"data-path": str(tmp_path / "p0"), "state-dir": str(tmp_path / "s"),
-              "gpu-index": 0, "threads": 1}  # fmt: skip
+    config = {
+        "data-path": str(tmp_path / "p0"),
+        "state-dir": str(tmp_path / "s"),
+        "gpu-index": 0,
+        "threads": 1,
+    }
     argv = TrainerCommand.for_node(config).argv()
     assert argv[:4] == [sys.executable, "-m", "fedrec_app", "trainer"]
-    assert argv[4:] == ["--state-dir", str(tmp_path / "s"), "--data-path", str(tmp_path / "p0"),
-                        "--gpu-index", "0", "--threads", "1"]  # fmt: skip
+    assert argv[4:] == [
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--data-path",
+        str(tmp_path / "p0"),
+        "--gpu-index",
+        "0",
+        "--threads",
+        "1",
+    ]
 
 
 def test_trainer_group_command_pairs_each_state_dir_with_its_data(tmp_path: Path) -> None:
-    configs = [{"state-dir": str(tmp_path / f"s{k}"), "data-path": str(tmp_path / f"p{k}"),
-                "threads": 1} for k in range(2)]  # fmt: skip
+    configs = [
+        {"state-dir": str(tmp_path / f"s{k}"), "data-path": str(tmp_path / f"p{k}"), "threads": 1}
+        for k in range(2)
+    ]
     argv = TrainerGroupCommand.for_nodes(configs, nice=10).argv()
     assert argv[:4] == [sys.executable, "-m", "fedrec_app", "trainers"]
-    assert argv[4:] == ["--state-dir", str(tmp_path / "s0"), "--state-dir", str(tmp_path / "s1"),
-                        "--data-path", str(tmp_path / "p0"), "--data-path", str(tmp_path / "p1"),
-                        "--threads", "1", "--nice", "10"]  # fmt: skip
+    assert argv[4:] == [
+        "--state-dir",
+        str(tmp_path / "s0"),
+        "--state-dir",
+        str(tmp_path / "s1"),
+        "--data-path",
+        str(tmp_path / "p0"),
+        "--data-path",
+        str(tmp_path / "p1"),
+        "--threads",
+        "1",
+        "--nice",
+        "10",
+    ]
     alone = TrainerGroupCommand.for_nodes([{"state-dir": str(tmp_path / "s")}]).argv()
     assert alone[4:] == ["--state-dir", str(tmp_path / "s")]
 
@@ -73,8 +102,10 @@ def test_a_missing_state_dir_is_created_private_and_an_open_one_refused(tmp_path
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     (tmp_path / "open").mkdir(mode=0o700)
     (tmp_path / "open").chmod(0o770)
-    with pytest.raises(NodeFailure, match=f"bad-node-config: state-dir: {tmp_path / 'open'} is "
-                       "writable by group or others"):  # fmt: skip
+    with pytest.raises(
+        NodeFailure,
+        match=f"bad-node-config: state-dir: {tmp_path / 'open'} is writable by group or others",
+    ):
         node_setup({"data-path": "/d", "state-dir": str(tmp_path / "open")}, RUN_CONFIG, 7)
 
 

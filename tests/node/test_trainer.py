@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from direct_grid import DirectGrid
-from test_apps import _nodes, _run_config, partition_set  # noqa: F401 - fixture
+from direct_grid import DirectGrid, app_nodes, app_run_config
 from flwr.app import RecordDict
 
 from fedrec_app.core.checkpoint import read_checkpoint
@@ -40,8 +39,18 @@ class TrainerProcess:
     def __init__(self, node_config: dict, log_path: Path) -> None:
         self.state_dir = Path(node_config["state-dir"])
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "fedrec_app", "trainer", "--state-dir", str(self.state_dir),
-               "--data-path", node_config["data-path"], "--threads", "1"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "trainer",
+            "--state-dir",
+            str(self.state_dir),
+            "--data-path",
+            node_config["data-path"],
+            "--threads",
+            "1",
+        ]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
@@ -84,20 +93,23 @@ def _final_arrays(final: Path | None) -> dict[str, np.ndarray]:
 
 
 def test_warm_trainer_gives_the_same_model_as_in_process_training(
-    partition_set: Path,  # noqa: F811 - fixture
+    partition_set: Path,
     tmp_path: Path,
     start_trainer,
 ) -> None:
     # The app's default model sizes: the run reuses the model the trainers warmed up.
     defaults = app_defaults()
-    config = _run_config(
-        partition_set, tmp_path / "ckpt", num_server_rounds=2,
-        embedding_dim=defaults["embedding-dim"], rank_dim=defaults["rank-dim"],
-    )  # fmt: skip
-    cold_nodes = _nodes(partition_set, tmp_path / "cold")
+    config = app_run_config(
+        partition_set,
+        tmp_path / "ckpt",
+        num_server_rounds=2,
+        embedding_dim=defaults["embedding-dim"],
+        rank_dim=defaults["rank-dim"],
+    )
+    cold_nodes = app_nodes(partition_set, tmp_path / "cold")
     cold = _final_arrays(run(DirectGrid(cold_nodes, 7, config), parse_run_config(config), 7))
 
-    warm_nodes = _nodes(partition_set, tmp_path / "warm")
+    warm_nodes = app_nodes(partition_set, tmp_path / "warm")
     trainers = [start_trainer(node_config) for node_config in warm_nodes.values()]
     for proc in trainers:  # socket and key are private to the node's user
         for name in (node_setup.SOCKET_FILE, node_setup.KEY_FILE):
@@ -112,14 +124,14 @@ def test_warm_trainer_gives_the_same_model_as_in_process_training(
 
 
 def test_a_trainer_crash_fails_that_round_only(
-    partition_set: Path,  # noqa: F811 - fixture
+    partition_set: Path,
     tmp_path: Path,
     start_trainer,
 ) -> None:
-    config = _run_config(
+    config = app_run_config(
         partition_set, tmp_path / "ckpt", num_server_rounds=2, local_epochs=20, min_nodes=1
     )
-    nodes = _nodes(partition_set, tmp_path / "state")
+    nodes = app_nodes(partition_set, tmp_path / "state")
     crashing = start_trainer(next(iter(nodes.values())))
 
     def kill_when_busy() -> None:
@@ -138,7 +150,7 @@ def test_a_trainer_crash_fails_that_round_only(
 
 
 def test_a_wrong_key_is_refused(partition_set: Path, tmp_path: Path, start_trainer) -> None:  # noqa: F811
-    node_config = next(iter(_nodes(partition_set, tmp_path / "state").values()))
+    node_config = next(iter(app_nodes(partition_set, tmp_path / "state").values()))
     proc = start_trainer(node_config)
     (proc.state_dir / node_setup.KEY_FILE).write_bytes(b"not the key")
     with pytest.raises(NodeFailure, match="trainer-failed: .*key challenge failed"):
@@ -147,9 +159,11 @@ def test_a_wrong_key_is_refused(partition_set: Path, tmp_path: Path, start_train
 
 
 def test_a_second_trainer_for_the_same_node_refuses_to_start(
-    partition_set: Path, tmp_path: Path, start_trainer  # noqa: F811 - fixture
+    partition_set: Path,
+    tmp_path: Path,
+    start_trainer,
 ) -> None:
-    node_config = next(iter(_nodes(partition_set, tmp_path / "state").values()))
+    node_config = next(iter(app_nodes(partition_set, tmp_path / "state").values()))
     first = start_trainer(node_config)
     second = TrainerProcess(node_config, tmp_path / "second.log")
     assert second.proc.wait(timeout=60) == 2

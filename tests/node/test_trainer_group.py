@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from direct_grid import DirectGrid
-from test_apps import _nodes, _run_config, partition_set  # noqa: F401 - fixture
+from direct_grid import DirectGrid, app_nodes, app_run_config
 
 from fedrec_app.core.checkpoint import read_checkpoint
 from fedrec_app.core.config import app_defaults, parse_run_config
@@ -37,16 +36,24 @@ def _wait_for(log: Path, proc: subprocess.Popen, pattern: str, count: int = 1) -
 
 
 def test_a_group_serves_each_node_like_its_own_trainer_and_reforks_a_dead_one(
-    partition_set: Path,  # noqa: F811 - fixture
+    partition_set: Path,
     tmp_path: Path,
 ) -> None:
     defaults = app_defaults()  # the model the trainers warm up
-    config = _run_config(partition_set, tmp_path / "ckpt", num_server_rounds=1,
-                         embedding_dim=defaults["embedding-dim"], rank_dim=defaults["rank-dim"])
-    cold = run(DirectGrid(_nodes(partition_set, tmp_path / "cold"), 7, config),
-               parse_run_config(config), 7)  # fmt: skip
+    config = app_run_config(
+        partition_set,
+        tmp_path / "ckpt",
+        num_server_rounds=1,
+        embedding_dim=defaults["embedding-dim"],
+        rank_dim=defaults["rank-dim"],
+    )
+    cold = run(
+        DirectGrid(app_nodes(partition_set, tmp_path / "cold"), 7, config),
+        parse_run_config(config),
+        7,
+    )
 
-    nodes = _nodes(partition_set, tmp_path / "warm")
+    nodes = app_nodes(partition_set, tmp_path / "warm")
     state_dirs = [Path(n["state-dir"]) for n in nodes.values()]
     argv = [sys.executable, "-m", "fedrec_app", "trainers", "--threads", "1"]
     for node in nodes.values():
@@ -71,8 +78,11 @@ def test_a_group_serves_each_node_like_its_own_trainer_and_reforks_a_dead_one(
             np.testing.assert_array_equal(warm_arrays[name], array, err_msg=name)
         assert _wait_for(log, proc, "serving run 7", count=2)
 
-        first = re.search(rf"forked the warm trainer for {re.escape(str(state_dirs[0]))} "
-                          r"\(pid (\d+)\)", text)  # fmt: skip
+        first = re.search(
+            rf"forked the warm trainer for {re.escape(str(state_dirs[0]))} "
+            r"\(pid (\d+)\)",
+            text,
+        )
         assert first is not None
         os.kill(int(first.group(1)), signal.SIGKILL)
         _wait_for(log, proc, r"exited \(code -9\); forking it again")
@@ -90,14 +100,26 @@ def test_a_group_serves_each_node_like_its_own_trainer_and_reforks_a_dead_one(
 
 
 def test_a_trainer_that_fails_before_it_is_ready_gives_up_its_socket(
-    partition_set: Path,  # noqa: F811 - fixture
+    partition_set: Path,
     tmp_path: Path,
 ) -> None:
     good, bad = tmp_path / "good", tmp_path / "bad"
-    argv = [sys.executable, "-m", "fedrec_app", "trainers", "--threads", "1",
-            "--state-dir", str(good), "--state-dir", str(bad),
-            "--data-path", str(partition_set / "partition-0"),
-            "--data-path", str(tmp_path / "no-such-partition")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "trainers",
+        "--threads",
+        "1",
+        "--state-dir",
+        str(good),
+        "--state-dir",
+        str(bad),
+        "--data-path",
+        str(partition_set / "partition-0"),
+        "--data-path",
+        str(tmp_path / "no-such-partition"),
+    ]
     log = tmp_path / "trainers.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -115,9 +137,21 @@ def test_a_trainer_that_fails_before_it_is_ready_gives_up_its_socket(
 
 def test_a_group_refuses_unpaired_data_paths(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fedrec_app", "trainers", "--state-dir", str(tmp_path / "a"),
-         "--state-dir", str(tmp_path / "b"), "--data-path", str(tmp_path / "p")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "trainers",
+            "--state-dir",
+            str(tmp_path / "a"),
+            "--state-dir",
+            str(tmp_path / "b"),
+            "--data-path",
+            str(tmp_path / "p"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "2 --state-dir but 1 --data-path" in result.stderr

@@ -48,8 +48,11 @@ RUN_ID = 77
 
 @pytest.fixture
 def noop_copy(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(NOOP_APP_DIR, tmp_path / "noop_app",
-                                ignore=shutil.ignore_patterns("__pycache__")))
+    return Path(
+        shutil.copytree(
+            NOOP_APP_DIR, tmp_path / "noop_app", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    )
 
 
 # ------------------------------------------------------------------ hashes
@@ -112,8 +115,9 @@ def test_an_allowlist_others_can_write_is_refused(tmp_path: Path, mode: int) -> 
         read_allowlist(path)
 
 
-def test_an_allowlist_of_another_user_is_refused(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_allowlist_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "approved.txt"
     append_to_allowlist(path, "a" * 64)
     owner = path.stat().st_uid
@@ -171,11 +175,20 @@ class Link:
     """Stand-ins for the SuperLink calls the loop makes, serving one message of one run."""
 
     def __init__(self, fab_content: bytes, claimed: str | None = None) -> None:
-        metadata = Metadata(run_id=RUN_ID, message_id="", src_node_id=0, dst_node_id=NODE_ID,
-                            reply_to_message_id="", group_id="1", created_at=time.time(),
-                            ttl=3600.0, message_type=MessageType.TRAIN)
-        self.message = Message(metadata=metadata,
-                               content=RecordDict({"config": ConfigRecord({"round": 1})}))
+        metadata = Metadata(
+            run_id=RUN_ID,
+            message_id="",
+            src_node_id=0,
+            dst_node_id=NODE_ID,
+            reply_to_message_id="",
+            group_id="1",
+            created_at=time.time(),
+            ttl=3600.0,
+            message_type=MessageType.TRAIN,
+        )
+        self.message = Message(
+            metadata=metadata, content=RecordDict({"config": ConfigRecord({"round": 1})})
+        )
         self.message.metadata.__dict__["_message_id"] = self.message.object_id
         self.objects = get_all_nested_objects(self.message)
         digest = claimed or hashlib.sha256(fab_content).hexdigest()
@@ -199,8 +212,11 @@ class Link:
 @pytest.fixture
 def gated(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """Flower's loop module with the gate's wrapper installed (undone after the test)."""
-    monkeypatch.setattr(start_client_internal, "_pull_and_store_message",
-                        start_client_internal._pull_and_store_message)
+    monkeypatch.setattr(
+        start_client_internal,
+        "_pull_and_store_message",
+        start_client_internal._pull_and_store_message,
+    )
     return start_client_internal
 
 
@@ -209,12 +225,14 @@ def _pull_once(module: types.ModuleType, link: Link) -> tuple[int | None, object
     state, store = factory.state(), factory.objectstore_factory.store()
     state.set_node_id(NODE_ID)
     run_id = module._pull_and_store_message(
-        state=state, object_store=store, node_config={}, trusted_entities=None, **link.calls())
+        state=state, object_store=store, node_config={}, trusted_entities=None, **link.calls()
+    )
     return run_id, state
 
 
-def test_gate_refuses_an_unapproved_fab_before_any_task(gated: types.ModuleType,
-                                                        tmp_path: Path, caplog) -> None:
+def test_gate_refuses_an_unapproved_fab_before_any_task(
+    gated: types.ModuleType, tmp_path: Path, caplog
+) -> None:
     allowlist = tmp_path / "approved.txt"
     append_to_allowlist(allowlist, app_hash(NOOP_APP_DIR))
     install_gate(gated, AppGate(allowlist))
@@ -234,8 +252,9 @@ def test_gate_refuses_an_unapproved_fab_before_any_task(gated: types.ModuleType,
     assert any(r.levelname == "ERROR" and digest in r.getMessage() for r in caplog.records)
 
 
-def test_gate_refuses_a_fab_whose_claimed_hash_lies(gated: types.ModuleType,
-                                                    tmp_path: Path) -> None:
+def test_gate_refuses_a_fab_whose_claimed_hash_lies(
+    gated: types.ModuleType, tmp_path: Path
+) -> None:
     fab = build_fab_from_disk(NOOP_APP_DIR)
     allowlist = tmp_path / "approved.txt"
     append_to_allowlist(allowlist, hashlib.sha256(fab).hexdigest())
@@ -248,8 +267,9 @@ def test_gate_refuses_a_fab_whose_claimed_hash_lies(gated: types.ModuleType,
     assert hashlib.sha256(tampered).hexdigest() in reply.error.reason
 
 
-def test_gate_lets_an_approved_fab_through_unchanged(gated: types.ModuleType,
-                                                     tmp_path: Path) -> None:
+def test_gate_lets_an_approved_fab_through_unchanged(
+    gated: types.ModuleType, tmp_path: Path
+) -> None:
     allowlist = tmp_path / "approved.txt"
     append_to_allowlist(allowlist, app_hash(NOOP_APP_DIR))
     install_gate(gated, AppGate(allowlist))
@@ -283,16 +303,26 @@ def test_split_args_takes_exactly_one_approval_option() -> None:
     assert split_args(["--approved-apps", "a.txt", *flower]) == (Path("a.txt"), False, flower)
     assert split_args([*flower, "--approved-apps=a.txt"]) == (Path("a.txt"), False, flower)
     assert split_args(["--allow-any-app", *flower]) == (None, True, flower)
-    for bad in ([], flower, ["--approved-apps"], ["--approved-apps", "--insecure"],
-                ["--approved-apps", "a", "--allow-any-app"],
-                ["--approved-apps", "a", "--approved-apps", "b"]):
+    for bad in (
+        [],
+        flower,
+        ["--approved-apps"],
+        ["--approved-apps", "--insecure"],
+        ["--approved-apps", "a", "--allow-any-app"],
+        ["--approved-apps", "a", "--approved-apps", "b"],
+    ):
         with pytest.raises(ValueError, match="--approved-apps"):
             split_args(bad)
 
 
 def _entry(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedrec_app.ops.supernode_main", *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fedrec_app.ops.supernode_main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_supernode_will_not_start_without_a_usable_allowlist(tmp_path: Path) -> None:

@@ -11,8 +11,12 @@ METRICS = {"rmse": 0.92, "ndcg@10": 0.40}
 
 
 def _launch(seconds: float, rmse: float = 0.92) -> dict:
-    return {"seconds": seconds, "steps": {"superlink": 1.0, "train": seconds - 1.0},
-            "metrics": {**METRICS, "rmse": rmse}, "sample": {}}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "steps": {"superlink": 1.0, "train": seconds - 1.0},
+        "metrics": {**METRICS, "rmse": rmse},
+        "sample": {},
+    }
 
 
 def test_speedup_is_the_median_of_the_pairs_ratios() -> None:
@@ -32,8 +36,10 @@ def test_speedup_is_the_median_of_the_pairs_ratios() -> None:
 
 
 def test_a_pair_with_different_final_metrics_is_reported() -> None:
-    runs = [{"warm": _launch(60.0), "cold": _launch(90.0)},
-            {"warm": _launch(60.0), "cold": _launch(90.0, rmse=0.95)}]  # fmt: skip
+    runs = [
+        {"warm": _launch(60.0), "cold": _launch(90.0)},
+        {"warm": _launch(60.0), "cold": _launch(90.0, rmse=0.95)},
+    ]
     assert summarize(runs)["same_final_metrics"] is False
 
 

@@ -31,8 +31,9 @@ def _mode(path: Path) -> int:
 
 
 def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedrec_app", *args],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fedrec_app", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_certs_cli_sans_modes_and_chain(tmp_path: Path) -> None:
@@ -40,7 +41,12 @@ def test_certs_cli_sans_modes_and_chain(tmp_path: Path) -> None:
     result = _fedrec("certs", "--out", str(out), "--san", "10.77.0.1", "--san", "link.example")
     assert result.returncode == 0, result.stderr
     assert set(certificate_sans(out / "server.pem")) == {
-        "10.77.0.1", "link.example", "localhost", "127.0.0.1", "::1"}
+        "10.77.0.1",
+        "link.example",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    }
     assert _mode(out / "ca.key") == 0o600
     assert _mode(out / "server.key") == 0o600
     ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
@@ -87,8 +93,10 @@ def _tls_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, name:
         thread = threading.Thread(target=serve)
         thread.start()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                    client_ctx.wrap_socket(raw, server_hostname=name) as tls:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                client_ctx.wrap_socket(raw, server_hostname=name) as tls,
+            ):
                 assert tls.recv(2) == b"ok"
         finally:
             thread.join(5)
@@ -193,13 +201,26 @@ def test_renew_server_keeps_the_ca_and_refuses_without_its_key(tmp_path: Path) -
     old_server = paths.server_cert.read_bytes()
     refused = _fedrec("certs", "--out", str(tmp_path), "--san", "10.77.0.9")
     assert refused.returncode == 2 and "--renew-server" in refused.stderr
-    result = _fedrec("certs", "--out", str(tmp_path), "--renew-server", "--san", "10.77.0.9",
-                     "--san", "link.example")
+    result = _fedrec(
+        "certs",
+        "--out",
+        str(tmp_path),
+        "--renew-server",
+        "--san",
+        "10.77.0.9",
+        "--san",
+        "link.example",
+    )
     assert result.returncode == 0, result.stderr
     assert paths.ca_cert.read_bytes() == ca_before and paths.ca_key.read_bytes() == key_before
     assert paths.server_cert.read_bytes() != old_server
     assert set(certificate_sans(paths.server_cert)) == {
-        "10.77.0.9", "link.example", "localhost", "127.0.0.1", "::1"}
+        "10.77.0.9",
+        "link.example",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    }
     assert _mode(paths.server_key) == 0o600
     ca = x509.load_pem_x509_certificate(ca_before)
     x509.load_pem_x509_certificate(paths.server_cert.read_bytes()).verify_directly_issued_by(ca)
@@ -209,7 +230,12 @@ def test_renew_server_keeps_the_ca_and_refuses_without_its_key(tmp_path: Path) -
     assert _fedrec("certs", "--out", str(tmp_path), "--renew-server", "--force").returncode == 2
     renew_server_cert(tmp_path)  # no --san: the current SANs are kept (renewal before expiry)
     assert set(certificate_sans(paths.server_cert)) == {
-        "10.77.0.9", "link.example", "localhost", "127.0.0.1", "::1"}
+        "10.77.0.9",
+        "link.example",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    }
     paths.ca_key.unlink()  # a host without the CA's key: refused, nothing written
     renewed = paths.server_cert.read_bytes()
     with pytest.raises(FedrecError, match=r"without the CA: .*ca\.key missing"):

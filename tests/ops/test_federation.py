@@ -57,12 +57,20 @@ def test_refused_clients(fed: LocalFederation, tmp_path: Path) -> None:
     cases = {  # name -> (command overrides, what its log must say)
         "unregistered": ({"private_key": rogue.private}, r"\[code: 2004\]"),
         "keyless": ({"private_key": None}, r"\[code: 2001\]"),
-        "other-ca": ({"private_key": rogue.private, "ca_cert": other_ca.ca_cert},
-                     r"CERTIFICATE_VERIFY_FAILED"),
-        "plaintext": ({"private_key": None, "ca_cert": None, "insecure": True,
-                       "max_wait_time": 3},  # the TLS port drops it: how depends on the timing
-                      r"Server disconnected without sending a response|Connection reset by peer"
-                      r"|400 Bad Request"),  # the Fleet proxy answers plaintext with a 400
+        "other-ca": (
+            {"private_key": rogue.private, "ca_cert": other_ca.ca_cert},
+            r"CERTIFICATE_VERIFY_FAILED",
+        ),
+        "plaintext": (
+            {
+                "private_key": None,
+                "ca_cert": None,
+                "insecure": True,
+                "max_wait_time": 3,
+            },  # the TLS port drops it: how depends on the timing
+            r"Server disconnected without sending a response|Connection reset by peer"
+            r"|400 Bad Request",
+        ),  # the Fleet proxy answers plaintext with a 400
     }
     procs: dict[str, ManagedProcess] = {}
     for name, (overrides, _) in cases.items():
@@ -70,8 +78,9 @@ def test_refused_clients(fed: LocalFederation, tmp_path: Path) -> None:
         procs[name] = fed.node_process(name, command, f"refused-{name}").start()
     try:
         with ThreadPoolExecutor(len(procs)) as pool:
-            codes = dict(zip(procs, pool.map(lambda p: p.wait_exit(60), procs.values()),
-                             strict=True))
+            codes = dict(
+                zip(procs, pool.map(lambda p: p.wait_exit(60), procs.values()), strict=True)
+            )
     finally:
         for proc in procs.values():
             proc.stop()
@@ -97,8 +106,11 @@ def test_plaintext_and_foreign_ca_clients_cannot_talk_to_the_superlink(
         urllib.request.urlopen(f"http://{host_port}/health", timeout=5)
     other = make_certs(tmp_path / "other")
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-        urllib.request.urlopen(f"https://{host_port}/health", timeout=5,
-                               context=ssl.create_default_context(cafile=other.ca_cert))
+        urllib.request.urlopen(
+            f"https://{host_port}/health",
+            timeout=5,
+            context=ssl.create_default_context(cafile=other.ca_cert),
+        )
     cli = FlwrCli(tmp_path / "cli-plain")
     cli.configure(host_port, None, insecure=True)
     with pytest.raises(FlowerCliError):

@@ -25,8 +25,12 @@ HARNESS = textwrap.dedent("""
 
 
 def test_sigint_tears_the_federation_down(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", HARNESS, str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HARNESS, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY"), line + proc.stderr.read()
@@ -39,5 +43,7 @@ def test_sigint_tears_the_federation_down(tmp_path: Path) -> None:
             proc.kill()
     assert wait_gone(str(tmp_path), timeout=0) == []
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(
-            f"/proc/{pid}/status").read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+        )

@@ -29,22 +29,43 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = {
     "root": ".",
     "superlink": {
-        "address": "10.77.0.1", "port": 9093, "bind": "0.0.0.0",
-        "ca-cert": "certs/ca.crt", "server-cert": "certs/server.pem",
-        "server-key": "certs/server.key", "database": "state/link/state.db",
+        "address": "10.77.0.1",
+        "port": 9093,
+        "bind": "0.0.0.0",
+        "ca-cert": "certs/ca.crt",
+        "server-cert": "certs/server.pem",
+        "server-key": "certs/server.key",
+        "database": "state/link/state.db",
         "log-file": "state/link/superlink.log",
     },
     "cli-home": "state/cli",
     "supernodes": [
-        {"name": "site1", "private-key": "certs/nodes/site1", "data-path": "data/p0",
-         "state-dir": "state/site1", "gpu": 0, "approved-apps": "approved/site1.txt"},
-        {"name": "site2", "private-key": "certs/nodes/site2", "data-path": "data/p1",
-         "state-dir": "state/site2", "superlink": "10.77.0.1:9093", "runtime-port": 9095,
-         "approved-apps": "approved/site2.txt"},
+        {
+            "name": "site1",
+            "private-key": "certs/nodes/site1",
+            "data-path": "data/p0",
+            "state-dir": "state/site1",
+            "gpu": 0,
+            "approved-apps": "approved/site1.txt",
+        },
+        {
+            "name": "site2",
+            "private-key": "certs/nodes/site2",
+            "data-path": "data/p1",
+            "state-dir": "state/site2",
+            "superlink": "10.77.0.1:9093",
+            "runtime-port": 9095,
+            "approved-apps": "approved/site2.txt",
+        },
     ],
-    "gateway": {"host": "10.77.0.6", "port": 8443, "checkpoint": "ckpt/final",
-                "cert": "certs/gateway.pem", "key": "certs/gateway.key",
-                "verify-key": "certs/federation-signing.pub"},
+    "gateway": {
+        "host": "10.77.0.6",
+        "port": 8443,
+        "checkpoint": "ckpt/final",
+        "cert": "certs/gateway.pem",
+        "key": "certs/gateway.key",
+        "verify-key": "certs/federation-signing.pub",
+    },
 }
 
 
@@ -58,8 +79,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, synthetic_ml: Path) -> Path:
     for name in ("site1", "site2"):
         append_to_allowlist(root / "approved" / f"{name}.txt", "a" * 64)
     # the gateway's checkpoint, signed with this site's federation key
-    make_checkpoint(root / "ckpt" / "final",
-                    key=load_signing_key(root / "certs" / "federation-signing.key"))
+    make_checkpoint(
+        root / "ckpt" / "final", key=load_signing_key(root / "certs" / "federation-signing.key")
+    )
     make_checkpoint(root / "ckpt" / "unsigned", signed=False)
     make_checkpoint(root / "ckpt" / "other-key")  # signed, but by another federation's key
     return root
@@ -111,8 +133,9 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     # the SuperLink on loopback; the lab address is the Fleet proxy's
     assert (argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]) == ("127.0.0.1", "9092")
     proxy = launch_for(manifest, "proxy")
-    assert proxy.argv[proxy.argv.index("-c") + 1] == str(site / "state" / "link" / "proxy"
-                                                         / "nginx.conf")
+    assert proxy.argv[proxy.argv.index("-c") + 1] == str(
+        site / "state" / "link" / "proxy" / "nginx.conf"
+    )
     config = proxy_command(manifest).config()
     assert "listen 0.0.0.0:9093 ssl;" in config and "server 127.0.0.1:9092;" in config
     assert link.env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
@@ -123,12 +146,14 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     argv = node.argv
     assert argv[argv.index("--superlink") + 1] == "10.77.0.1:9093"
     assert argv[argv.index("--auth-supernode-private-key") + 1] == str(
-        site / "certs" / "nodes" / "site1")
+        site / "certs" / "nodes" / "site1"
+    )
     assert argv[argv.index("--root-certificates") + 1] == str(site / "certs" / "ca.crt")
     assert argv[argv.index("--max-wait-time") + 1] == "600"
     assert argv[argv.index("--node-config") + 1] == (
         f"data-path='{site / 'data' / 'p0'}' state-dir='{site / 'state' / 'site1'}' gpu-index=0 "
-        "site-name='site1'")
+        "site-name='site1'"
+    )
     assert "--runtime-port" not in argv and argv[argv.index("--port") + 1] == "9094"
     assert argv[argv.index("--approved-apps") + 1] == str(site / "approved" / "site1.txt")
     argv2 = launch_for(manifest, "supernode", "site2").argv
@@ -138,7 +163,8 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
     assert gateway[gateway.index("--checkpoint") + 1] == str(site / "ckpt" / "final")
     assert "--tls" in gateway
     assert gateway[gateway.index("--verify-key") + 1] == str(
-        site / "certs" / "federation-signing.pub")
+        site / "certs" / "federation-signing.pub"
+    )
     assert "--allow-unsigned" not in gateway
     assert "--watch" in gateway  # a published checkpoint (SERVE_DIR/current) is picked up
 
@@ -166,47 +192,116 @@ def test_structural_errors_name_the_field(site: Path, changes: dict, field: str)
     ("changes", "role", "name", "field"),
     [
         ({}, "supernode", "site9", r"supernodes: no node named 'site9' \(known: site1, site2\)"),
-        ({"supernodes.0.private-key": "certs/nodes/missing"}, "supernode", "site1",
-         r"supernodes\[0\]\.private-key: cannot read .*missing"),
-        ({"supernodes.1.public-key": "certs/nodes/nope.pub"}, "register", None,
-         r"supernodes\[1\]\.public-key: cannot read"),
-        ({"superlink.address": "10.77.0.2"}, "superlink", None,
-         r"superlink\.address: 10\.77\.0\.2 is not covered by the SANs"),
-        ({"supernodes.1.superlink": "link.example:9093"}, "superlink", None,
-         r"supernodes\[1\]\.superlink: link\.example is not covered"),
+        (
+            {"supernodes.0.private-key": "certs/nodes/missing"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.private-key: cannot read .*missing",
+        ),
+        (
+            {"supernodes.1.public-key": "certs/nodes/nope.pub"},
+            "register",
+            None,
+            r"supernodes\[1\]\.public-key: cannot read",
+        ),
+        (
+            {"superlink.address": "10.77.0.2"},
+            "superlink",
+            None,
+            r"superlink\.address: 10\.77\.0\.2 is not covered by the SANs",
+        ),
+        (
+            {"supernodes.1.superlink": "link.example:9093"},
+            "superlink",
+            None,
+            r"supernodes\[1\]\.superlink: link\.example is not covered",
+        ),
         ({"gateway.host": "10.77.0.7"}, "gateway", None, r"gateway\.host: 10\.77\.0\.7 is not"),
-        ({"gateway.verify-key": "certs/none.pub"}, "gateway", None,
-         r"gateway\.verify-key: cannot read .*none\.pub"),
-        ({"gateway.verify-key": "certs/ca.crt"}, "gateway", None,  # a certificate, not the key
-         r"gateway\.verify-key: .*ca\.crt: not a PEM public key"),
-        ({"gateway.checkpoint": "ckpt/none"}, "gateway", None,
-         r"gateway\.checkpoint: .*ckpt/none: no such checkpoint folder"),
-        ({"gateway.checkpoint": "ckpt/unsigned"}, "gateway", None,
-         r"gateway\.checkpoint: .*ckpt/unsigned: unsigned checkpoint \(no manifest\.sig\)"),
-        ({"gateway.checkpoint": "ckpt/other-key"}, "gateway", None,
-         r"gateway\.checkpoint: .*other-key/manifest\.sig: signature does not verify"),
-        ({"gateway.checkpoint": "data"}, "gateway", None,  # a folder, but no checkpoint in it
-         r"gateway\.checkpoint: .*data: neither a checkpoint folder"),
-        ({"supernodes.0.data-path": "data/none"}, "supernode", "site1",
-         r"supernodes\[0\]\.data-path: .* is not a folder"),
-        ({"supernodes.0.data-path": "data/empty"}, "supernode", "site1",
-         r"supernodes\[0\]\.data-path: .*data/empty/manifest\.yaml: missing: not a partition "
-         r"folder.*fedrec partition site"),
-        ({"supernodes.1.data-path": "data/no-manifest"}, "trainer", "site2",
-         r"supernodes\[1\]\.data-path: .*no-manifest/manifest\.yaml: missing"),
-        ({"supernodes.0.data-path": "data/altered"}, "supernode", "site1",
-         r"supernodes\[0\]\.data-path: .*altered/train\.csv: .* bytes, the manifest says"),
-        ({"supernodes.0.data-path": "data/no-items"}, "supernode", "site1",
-         r"supernodes\[0\]\.data-path: .*no-items/items\.csv: missing \(listed in the partition "
-         r"manifest\)"),
-        ({"supernodes.0.approved-apps": "approved/none.txt"}, "supernode", "site1",
-         r"supernodes\[0\]\.approved-apps: .*none\.txt: cannot read the allowlist"),
-        ({"supernodes.0.approved-apps": None}, "supernode", "site1",  # default: in state-dir
-         r"supernodes\[0\]\.approved-apps: .*state/site1/approved-apps\.txt: cannot read"),
+        (
+            {"gateway.verify-key": "certs/none.pub"},
+            "gateway",
+            None,
+            r"gateway\.verify-key: cannot read .*none\.pub",
+        ),
+        (
+            {"gateway.verify-key": "certs/ca.crt"},
+            "gateway",
+            None,  # a certificate, not the key
+            r"gateway\.verify-key: .*ca\.crt: not a PEM public key",
+        ),
+        (
+            {"gateway.checkpoint": "ckpt/none"},
+            "gateway",
+            None,
+            r"gateway\.checkpoint: .*ckpt/none: no such checkpoint folder",
+        ),
+        (
+            {"gateway.checkpoint": "ckpt/unsigned"},
+            "gateway",
+            None,
+            r"gateway\.checkpoint: .*ckpt/unsigned: unsigned checkpoint \(no manifest\.sig\)",
+        ),
+        (
+            {"gateway.checkpoint": "ckpt/other-key"},
+            "gateway",
+            None,
+            r"gateway\.checkpoint: .*other-key/manifest\.sig: signature does not verify",
+        ),
+        (
+            {"gateway.checkpoint": "data"},
+            "gateway",
+            None,  # a folder, but no checkpoint in it
+            r"gateway\.checkpoint: .*data: neither a checkpoint folder",
+        ),
+        (
+            {"supernodes.0.data-path": "data/none"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.data-path: .* is not a folder",
+        ),
+        (
+            {"supernodes.0.data-path": "data/empty"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.data-path: .*data/empty/manifest\.yaml: missing: not a partition "
+            r"folder.*fedrec partition site",
+        ),
+        (
+            {"supernodes.1.data-path": "data/no-manifest"},
+            "trainer",
+            "site2",
+            r"supernodes\[1\]\.data-path: .*no-manifest/manifest\.yaml: missing",
+        ),
+        (
+            {"supernodes.0.data-path": "data/altered"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.data-path: .*altered/train\.csv: .* bytes, the manifest says",
+        ),
+        (
+            {"supernodes.0.data-path": "data/no-items"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.data-path: .*no-items/items\.csv: missing \(listed in the partition "
+            r"manifest\)",
+        ),
+        (
+            {"supernodes.0.approved-apps": "approved/none.txt"},
+            "supernode",
+            "site1",
+            r"supernodes\[0\]\.approved-apps: .*none\.txt: cannot read the allowlist",
+        ),
+        (
+            {"supernodes.0.approved-apps": None},
+            "supernode",
+            "site1",  # default: in state-dir
+            r"supernodes\[0\]\.approved-apps: .*state/site1/approved-apps\.txt: cannot read",
+        ),
     ],
 )
-def test_host_checks_name_the_field(site: Path, changes: dict, role: str, name: str | None,
-                                    field: str) -> None:
+def test_host_checks_name_the_field(
+    site: Path, changes: dict, role: str, name: str | None, field: str
+) -> None:
     manifest = load_manifest(_write(site, _mutated(**changes), "bad.yaml"))
     with pytest.raises(ManifestError, match=field):
         launch_for(manifest, role, name)
@@ -224,27 +319,41 @@ def test_private_key_readable_by_others_is_refused(site: Path) -> None:
 
 
 def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedrec_app", *args], capture_output=True,
-                          text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fedrec_app", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_deploy_cli_dry_run_and_errors(site: Path) -> None:
     config = _write(site, BASE)
-    result = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run",
-                     "--no-connect")  # no SuperLink at 10.77.0.1 here: tests/ops/test_reach.py
+    result = _fedrec(
+        "deploy", "supernode", "site2", "-c", str(config), "--dry-run", "--no-connect"
+    )  # no SuperLink at 10.77.0.1 here: tests/ops/test_reach.py
     assert result.returncode == 0, result.stderr
     cd_line, command, note, trainer = result.stdout.strip().splitlines()
     assert cd_line == f"cd {site / 'state' / 'site2'}"
     assert note == f"# in the background, logging to {site / 'state' / 'site2' / 'trainer.log'}:"
     assert shlex.split(trainer)[1:4] == ["-m", "fedrec_app", "trainer"]
-    alone = _fedrec("deploy", "supernode", "site2", "-c", str(config), "--dry-run", "--no-trainer",
-                    "--no-connect")
+    alone = _fedrec(
+        "deploy",
+        "supernode",
+        "site2",
+        "-c",
+        str(config),
+        "--dry-run",
+        "--no-trainer",
+        "--no-connect",
+    )
     assert alone.stdout.strip().splitlines() == [cd_line, command]
     words = shlex.split(command)
     assert "FLWR_DISABLE_UPDATE_CHECK=1" in words and "FLWR_TELEMETRY_ENABLED=0" in words
-    assert words[words.index("--superlink") - 5:words.index("--superlink")] == [
-        sys.executable, "-m", "fedrec_app.ops.supernode_main",
-        "--approved-apps", str(site / "approved" / "site2.txt")]
+    assert words[words.index("--superlink") - 5 : words.index("--superlink")] == [
+        sys.executable,
+        "-m",
+        "fedrec_app.ops.supernode_main",
+        "--approved-apps",
+        str(site / "approved" / "site2.txt"),
+    ]
     result = _fedrec("deploy", "trainer", "site2", "-c", str(config), "--dry-run")
     assert result.returncode == 0, result.stderr
     words = shlex.split(result.stdout.strip().splitlines()[1])
@@ -273,8 +382,10 @@ def test_deploy_gateway_dry_run_verifies_the_checkpoint(site: Path) -> None:
     good = _fedrec("deploy", "gateway", "-c", str(_write(site, BASE)), "--dry-run")
     assert good.returncode == 0, good.stderr
     assert "--watch" in shlex.split(good.stdout.strip().splitlines()[-1])
-    for checkpoint, reason in (("ckpt/none", "ckpt/none: no such checkpoint folder"),
-                               ("ckpt/unsigned", "unsigned checkpoint (no manifest.sig)")):
+    for checkpoint, reason in (
+        ("ckpt/none", "ckpt/none: no such checkpoint folder"),
+        ("ckpt/unsigned", "unsigned checkpoint (no manifest.sig)"),
+    ):
         config = _write(site, _mutated(**{"gateway.checkpoint": checkpoint}), "gw.yaml")
         result = _fedrec("deploy", "gateway", "-c", str(config), "--dry-run")
         assert result.returncode == 2, result.stdout
@@ -290,9 +401,13 @@ def test_example_manifest_loads(tmp_path: Path) -> None:
 
 def test_systemd_units_restart_after_at_least_70_seconds() -> None:
     units = sorted((REPO / "deploy" / "systemd").glob("*.service"))
-    assert {u.name for u in units} >= {"fedrec-superlink.service", "fedrec-supernode@.service",
-                                       "fedrec-trainer@.service", "fedrec-gateway.service",
-                                       "fedrec-proxy.service"}
+    assert {u.name for u in units} >= {
+        "fedrec-superlink.service",
+        "fedrec-supernode@.service",
+        "fedrec-trainer@.service",
+        "fedrec-gateway.service",
+        "fedrec-proxy.service",
+    }
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(unit)
@@ -300,6 +415,8 @@ def test_systemd_units_restart_after_at_least_70_seconds() -> None:
         # The warm trainer and the proxy are no SuperNodes: they may come back at once.
         if unit.name not in ("fedrec-trainer@.service", "fedrec-proxy.service"):
             assert int(service["RestartSec"]) >= 70, unit.name
-        assert re.search(r"fedrec deploy (superlink|proxy|supernode %i|trainer %i|gateway) -c ",
-                         service["ExecStart"]), unit.name
+        assert re.search(
+            r"fedrec deploy (superlink|proxy|supernode %i|trainer %i|gateway) -c ",
+            service["ExecStart"],
+        ), unit.name
         assert os.path.isabs(service["ExecStart"].split()[0])

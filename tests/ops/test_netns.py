@@ -77,9 +77,14 @@ def test_federation_and_gateway_across_namespaces(
     set_dir = make_partitions(synthetic_ml, tmp_path / "partitions", len(names)).out
 
     link_home = tmp_path / "superlink"
-    link = SuperLinkCommand(host=link_ip, port=LINK_PORT, database=link_home / "state.db",
-                            ca_cert=certs.ca_cert, server_cert=certs.server_cert,
-                            server_key=certs.server_key)
+    link = SuperLinkCommand(
+        host=link_ip,
+        port=LINK_PORT,
+        database=link_home / "state.db",
+        ca_cert=certs.ca_cert,
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+    )
     superlink = stack.start("superlink", ns.exec("link", link.argv()), link_home)
     cli = NetnsCli(tmp_path / "cli", ns)
     cli.configure(f"{link_ip}:{LINK_PORT}", certs.ca_cert)
@@ -90,31 +95,60 @@ def test_federation_and_gateway_across_namespaces(
     append_to_allowlist(approved, app_hash(REPO))
     for k, key in enumerate(keys):
         node = SuperNodeCommand(
-            superlink=f"{link_ip}:{LINK_PORT}", runtime_port=9094, ca_cert=certs.ca_cert,
-            private_key=key.private, max_wait_time=60, approved_apps=approved,
-            node_config={"data-path": set_dir / partition_dir_name(k),
-                         "state-dir": tmp_path / "nodes" / key.name / "state"},
+            superlink=f"{link_ip}:{LINK_PORT}",
+            runtime_port=9094,
+            ca_cert=certs.ca_cert,
+            private_key=key.private,
+            max_wait_time=60,
+            approved_apps=approved,
+            node_config={
+                "data-path": set_dir / partition_dir_name(k),
+                "state-dir": tmp_path / "nodes" / key.name / "state",
+            },
         )  # own namespace, own loopback: both may use Runtime API port 9094
         stack.start(key.name, ns.exec(key.name, node.argv()), tmp_path / "nodes" / key.name)
     for process in stack.processes[1:]:
         assert process.wait_for_log(NODE_READY, 120).group(1) == node_ids[process.name]
 
-    run_id = cli.run(REPO, {
-        "num-server-rounds": 1, "local-epochs": 1, "min-nodes": len(names),
-        "checkpoint-dir": tmp_path / "checkpoints", "signing-key": certs.signing_key,
-        "partition-set": set_dir, "share-user-factors": True,
-    })  # fmt: skip
+    run_id = cli.run(
+        REPO,
+        {
+            "num-server-rounds": 1,
+            "local-epochs": 1,
+            "min-nodes": len(names),
+            "checkpoint-dir": tmp_path / "checkpoints",
+            "signing-key": certs.signing_key,
+            "partition-set": set_dir,
+            "share-user-factors": True,
+        },
+    )
     record = cli.wait(run_id, timeout=600)
     assert record["status"] == COMPLETED, (record, cli.log(run_id)[-3000:])
     final = tmp_path / "checkpoints" / run_id / "final"
     assert (final / "manifest.json").is_file()
 
-    gateway = [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", final,
-               "--host", gw_ip, "--port", GATEWAY_PORT, "--verify-key", certs.signing_pub]
+    gateway = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "gateway",
+        "--checkpoint",
+        final,
+        "--host",
+        gw_ip,
+        "--port",
+        GATEWAY_PORT,
+        "--verify-key",
+        certs.signing_pub,
+    ]
     stack.start("gateway", ns.exec("gw", gateway), tmp_path / "gateway")
     url = f"http://{gw_ip}:{GATEWAY_PORT}/recommend?user_id=4&n=5"
-    answer = subprocess.run(ns.exec("cli", [sys.executable, "-c", CLIENT, url, "60"]),
-                            capture_output=True, text=True, timeout=120)
+    answer = subprocess.run(
+        ns.exec("cli", [sys.executable, "-c", CLIENT, url, "60"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert answer.returncode == 0, answer.stderr + stack.processes[-1].log_tail()
     recs = json.loads(answer.stdout)["recommendations"]
     catalogue = read_catalogue_csv(set_dir / "items.csv")
@@ -135,8 +169,12 @@ def test_netns_down_deletes_only_what_up_made(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2")
     prefix = f"fz{os.getpid() % 100000:05d}"
-    env = {**os.environ, "FEDREC_NETNS_PREFIX": prefix, "FEDREC_NETNS_SUBNET": "10.251.7",
-           "FEDREC_NETNS_STATE": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "FEDREC_NETNS_PREFIX": prefix,
+        "FEDREC_NETNS_SUBNET": "10.251.7",
+        "FEDREC_NETNS_STATE": str(tmp_path / "state"),
+    }
     stray = f"{prefix}sn9"  # matches the prefix's role pattern, but `up` did not make it
     subprocess.run(["ip", "netns", "add", stray], check=True)
     try:
@@ -159,8 +197,10 @@ def test_netns_down_deletes_only_what_up_made(tmp_path: Path) -> None:
         assert clash.returncode == 1 and f"{stray} already exist" in clash.stderr
         assert not made & set(_namespaces()) and stray in _namespaces()
         # `up` failing half-way (a veth name taken) deletes what it made, and only that
-        subprocess.run(["ip", "link", "add", f"v{prefix}cli", "type", "veth", "peer", "name",
-                        f"v{prefix}x"], check=True)
+        subprocess.run(
+            ["ip", "link", "add", f"v{prefix}cli", "type", "veth", "peer", "name", f"v{prefix}x"],
+            check=True,
+        )
         try:
             half = subprocess.run([str(NETNS), "up", "1"], env=env, capture_output=True)
             assert half.returncode != 0

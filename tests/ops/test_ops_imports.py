@@ -20,8 +20,9 @@ print(len(names), banned)
 
 
 def test_ops_modules_import_no_training_code() -> None:
-    result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     count, banned = result.stdout.strip().split(" ", 1)
     assert int(count) >= 6

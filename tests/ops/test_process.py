@@ -40,8 +40,12 @@ def _alive(pid: int) -> bool:
 def test_stop_sends_second_sigterm_and_reaps_detached_children(tmp_path: Path) -> None:
     script, pidfile = tmp_path / "stubborn.py", tmp_path / "child.pid"
     script.write_text(STUBBORN)
-    proc = ManagedProcess("stubborn", [sys.executable, str(script), str(pidfile)],
-                          dict(os.environ), tmp_path / "logs" / "stubborn.log")
+    proc = ManagedProcess(
+        "stubborn",
+        [sys.executable, str(script), str(pidfile)],
+        dict(os.environ),
+        tmp_path / "logs" / "stubborn.log",
+    )
     proc.start()
     proc.wait_for_log("READY", timeout=20)
     child = int(pidfile.read_text())
@@ -59,9 +63,14 @@ def test_stop_sends_second_sigterm_and_reaps_detached_children(tmp_path: Path) -
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     proc = ManagedProcess(
         "deaf",
-        [sys.executable, "-c", "import signal,time\nsignal.signal(signal.SIGTERM, "
-         "signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(300)"],
-        dict(os.environ), tmp_path / "deaf.log",
+        [
+            sys.executable,
+            "-c",
+            "import signal,time\nsignal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(300)",
+        ],
+        dict(os.environ),
+        tmp_path / "deaf.log",
     ).start()
     proc.wait_for_log("up", timeout=20)
     assert proc.stop(grace=0.5, second_grace=0.5) == -signal.SIGKILL
@@ -70,8 +79,10 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
 
 def test_wait_for_log_reports_early_exit_with_log_tail(tmp_path: Path) -> None:
     proc = ManagedProcess(
-        "failing", [sys.executable, "-c", "print('[code: 2004] refused'); raise SystemExit(1)"],
-        dict(os.environ), tmp_path / "f.log",
+        "failing",
+        [sys.executable, "-c", "print('[code: 2004] refused'); raise SystemExit(1)"],
+        dict(os.environ),
+        tmp_path / "f.log",
     ).start()
     with pytest.raises(ProcessError, match=r"exited with code 1(.|\n)*2004"):
         proc.wait_for_log("never", timeout=20)
@@ -83,8 +94,12 @@ def test_wait_for_log_reports_early_exit_with_log_tail(tmp_path: Path) -> None:
 
 
 def test_wait_for_log_times_out(tmp_path: Path) -> None:
-    proc = ManagedProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(30)"],
-                          dict(os.environ), tmp_path / "s.log").start()
+    proc = ManagedProcess(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        dict(os.environ),
+        tmp_path / "s.log",
+    ).start()
     try:
         with pytest.raises(ProcessError, match="did not appear"):
             proc.wait_for_log("never", timeout=0.5)

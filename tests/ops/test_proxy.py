@@ -23,15 +23,24 @@ def test_fleet_paths_are_flowers_fleet_routes() -> None:
 
 def _proxy(tmp_path: Path) -> ProxyCommand:
     certs = make_certs(tmp_path / "certs")
-    return ProxyCommand(host="127.0.0.1", port=free_port(), upstream_port=free_port(),
-                        server_cert=certs.server_cert, server_key=certs.server_key,
-                        ca_cert=certs.ca_cert, folder=tmp_path / "proxy")
+    return ProxyCommand(
+        host="127.0.0.1",
+        port=free_port(),
+        upstream_port=free_port(),
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+        ca_cert=certs.ca_cert,
+        folder=tmp_path / "proxy",
+    )
 
 
 def test_config_forwards_only_fleet_paths(tmp_path: Path) -> None:
     text = _proxy(tmp_path).config()
-    forwarded = re.findall(r"location = (\S+) \{\s*limit_except POST \{ deny all; \}\s*"
-                           r"proxy_pass https://superlink;", text)
+    forwarded = re.findall(
+        r"location = (\S+) \{\s*limit_except POST \{ deny all; \}\s*"
+        r"proxy_pass https://superlink;",
+        text,
+    )
     assert forwarded == list(FLEET_PATHS)
     assert text.count("proxy_pass") == len(FLEET_PATHS)
     assert re.search(r"location / \{\s*return 404;", text)

@@ -73,20 +73,25 @@ def test_handshake_ok_and_each_failure_says_why(tmp_path: Path) -> None:
         tls_handshake(address, lab.ca_cert, timeout=5)
         with pytest.raises(Unreachable, match=r"does not verify against .*other/ca\.crt"):
             tls_handshake(address, other.ca_cert, timeout=5)
-    with tls_listener(lab, "127.0.0.2") as address, \
-            pytest.raises(Unreachable, match=r"not valid for 127\.0\.0\.2"):  # not in the SANs
+    with (
+        tls_listener(lab, "127.0.0.2") as address,
+        pytest.raises(Unreachable, match=r"not valid for 127\.0\.0\.2"),
+    ):  # not in the SANs
         tls_handshake(address, lab.ca_cert, timeout=5)
     with pytest.raises(Unreachable, match="connection refused"):
         tls_handshake(f"127.0.0.1:{_free_port()}", lab.ca_cert, timeout=5)
-    with socket.create_server(("127.0.0.1", 0)) as silent, \
-            pytest.raises(Unreachable, match=r"no answer within 0\.3 s"):  # TCP, never TLS
+    with (
+        socket.create_server(("127.0.0.1", 0)) as silent,
+        pytest.raises(Unreachable, match=r"no answer within 0\.3 s"),
+    ):  # TCP, never TLS
         tls_handshake(f"127.0.0.1:{silent.getsockname()[1]}", lab.ca_cert, timeout=0.3)
     with pytest.raises(Unreachable, match="not host:port"):
         tls_handshake("127.0.0.1", lab.ca_cert)
 
 
-def _site(root: Path, node_superlink: str, control_port: int = 9092,
-          data: Path | None = None) -> Path:
+def _site(
+    root: Path, node_superlink: str, control_port: int = 9092, data: Path | None = None
+) -> Path:
     """A manifest with one node, its certificates, keys and allowlist (and its partition folder
     when `data`, a MovieLens folder, is given: what `deploy supernode` checks)."""
     make_certs(root / "certs", ["10.77.0.1"])
@@ -98,30 +103,58 @@ def _site(root: Path, node_superlink: str, control_port: int = 9092,
         data_path = make_partitions(data, root / "data" / "set", 1).out / partition_dir_name(0)
     append_to_allowlist(root / "approved.txt", "a" * 64)
     config = root / "fed.yaml"
-    config.write_text(yaml.safe_dump({
-        "superlink": {"address": "10.77.0.1", "port": 9093, "control-port": control_port,
-                      "ca-cert": "certs/ca.crt", "server-cert": "certs/server.pem",
-                      "server-key": "certs/server.key", "database": "state/link/state.db"},
-        "supernodes": [{"name": "site1", "superlink": node_superlink,
-                        "private-key": "certs/nodes/site1", "data-path": str(data_path),
-                        "state-dir": "state/site1", "approved-apps": "approved.txt"}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "superlink": {
+                    "address": "10.77.0.1",
+                    "port": 9093,
+                    "control-port": control_port,
+                    "ca-cert": "certs/ca.crt",
+                    "server-cert": "certs/server.pem",
+                    "server-key": "certs/server.key",
+                    "database": "state/link/state.db",
+                },
+                "supernodes": [
+                    {
+                        "name": "site1",
+                        "superlink": node_superlink,
+                        "private-key": "certs/nodes/site1",
+                        "data-path": str(data_path),
+                        "state-dir": "state/site1",
+                        "approved-apps": "approved.txt",
+                    }
+                ],
+            }
+        )
+    )
     return config
 
 
 def _fedrec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedrec_app", *args], capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fedrec_app", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_check_reachable_names_the_field_address_and_reason(tmp_path: Path) -> None:
     port = _free_port()
     manifest = load_manifest(_site(tmp_path, f"127.0.0.1:{port}", control_port=port))
-    with pytest.raises(ManifestError, match=rf"supernodes\[0\]\.superlink: 127\.0\.0\.1:{port} "
-                       r"does not answer TLS with .*ca\.crt: connection refused"):
+    with pytest.raises(
+        ManifestError,
+        match=rf"supernodes\[0\]\.superlink: 127\.0\.0\.1:{port} "
+        r"does not answer TLS with .*ca\.crt: connection refused",
+    ):
         check_reachable(manifest, "supernode", "site1")
-    with pytest.raises(ManifestError, match=rf"superlink\.control-port: 127\.0\.0\.1:{port} "
-                       "does not answer TLS"):
+    with pytest.raises(
+        ManifestError,
+        match=rf"superlink\.control-port: 127\.0\.0\.1:{port} "
+        "does not answer TLS",
+    ):
         check_reachable(manifest, "register")
     assert check_reachable(manifest, "superlink") == []
 
@@ -135,11 +168,13 @@ def test_dry_run_on_a_node_host_fails_on_a_wrong_superlink_address(
     with tls_listener(lab) as address:
         text = config.read_text().replace("127.0.0.1:1", address)
         config.write_text(text)
-        good = _fedrec("deploy", "supernode", "site1", "-c", str(config), "--dry-run",
-                       "--no-trainer")
+        good = _fedrec(
+            "deploy", "supernode", "site1", "-c", str(config), "--dry-run", "--no-trainer"
+        )
         assert good.returncode == 0, good.stderr
         assert good.stdout.splitlines()[-1] == (
-            f"# supernodes[0].superlink {address}: TLS handshake verified against {lab.ca_cert}")
+            f"# supernodes[0].superlink {address}: TLS handshake verified against {lab.ca_cert}"
+        )
         # the runbook's wrong address: a host that answers, but with a certificate not for it
         wrong = address.replace("127.0.0.1", "127.0.0.2")
         config.write_text(text.replace(address, wrong))
@@ -147,12 +182,15 @@ def test_dry_run_on_a_node_host_fails_on_a_wrong_superlink_address(
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert f"supernodes[0].superlink: {wrong} does not answer TLS" in bad.stderr
         assert "connection refused" in bad.stderr  # nothing listens on 127.0.0.2 at that port
-        skipped = _fedrec("deploy", "supernode", "site1", "-c", str(config), "--dry-run",
-                          "--no-connect")
+        skipped = _fedrec(
+            "deploy", "supernode", "site1", "-c", str(config), "--dry-run", "--no-connect"
+        )
         assert skipped.returncode == 0, skipped.stderr
         assert "TLS handshake" not in skipped.stdout
-        assert _fedrec("deploy", "supernode", "site1", "-c", str(config),
-                       "--no-connect").returncode == 2  # --no-connect only with --dry-run
+        assert (
+            _fedrec("deploy", "supernode", "site1", "-c", str(config), "--no-connect").returncode
+            == 2
+        )  # --no-connect only with --dry-run
     assert not (tmp_path / "state").exists()  # a dry run starts and writes nothing
 
 
@@ -164,8 +202,7 @@ def test_register_dry_run_checks_the_control_port(tmp_path: Path) -> None:
     assert "connection refused" in bad.stderr
     with tls_listener(lab) as address:
         port = int(address.rsplit(":", 1)[1])
-        config.write_text(re.sub(r"control-port: \d+", f"control-port: {port}",
-                                 config.read_text()))
+        config.write_text(re.sub(r"control-port: \d+", f"control-port: {port}", config.read_text()))
         good = _fedrec("deploy", "register", "-c", str(config), "--dry-run")
         assert good.returncode == 0, good.stderr
         assert "site1: would register" in good.stdout
@@ -185,16 +222,24 @@ def test_the_advice_for_a_missing_san_keeps_the_ca(tmp_path: Path) -> None:
     command = re.search(r"`(fedrec certs [^`]+)`", message)
     assert command is not None, message
     argv = shlex.split(command.group(1))
-    assert argv[2:] == ["--out", str(tmp_path / "certs"), "--renew-server", "--san", "10.77.0.1",
-                        "--san", "127.0.0.2"]
+    assert argv[2:] == [
+        "--out",
+        str(tmp_path / "certs"),
+        "--renew-server",
+        "--san",
+        "10.77.0.1",
+        "--san",
+        "127.0.0.2",
+    ]
     done = _fedrec(*argv[1:])
     assert done.returncode == 0, done.stderr
     load_manifest(config).check("superlink")  # now covered
     assert (tmp_path / "certs" / "ca.crt").read_bytes() == ca_before
     lab = CertPaths(tmp_path / "certs")
     with tls_listener(lab, "127.0.0.2") as address:  # the node's old ca.crt trusts the new cert
-        check_reachable(load_manifest(config.parent / _retarget(config, address)), "supernode",
-                        "site1")
+        check_reachable(
+            load_manifest(config.parent / _retarget(config, address)), "supernode", "site1"
+        )
 
 
 def _retarget(config: Path, address: str) -> str:

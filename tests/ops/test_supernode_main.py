@@ -73,9 +73,11 @@ def test_install_refuses_a_loop_it_does_not_know() -> None:
 
 def test_supernode_command_runs_through_it_unless_asked_not_to(tmp_path: Path) -> None:
     ca = tmp_path / "ca.crt"
-    quick = SuperNodeCommand(superlink="127.0.0.1:1", runtime_port=2, ca_cert=ca,
-                             allow_any_app=True).argv()
+    quick = SuperNodeCommand(
+        superlink="127.0.0.1:1", runtime_port=2, ca_cert=ca, allow_any_app=True
+    ).argv()
     assert quick[1:4] == ["-m", "fedrec_app.ops.supernode_main", "--allow-any-app"]
-    plain = SuperNodeCommand(superlink="127.0.0.1:1", runtime_port=2, ca_cert=ca,
-                             quick_poll=False, allow_any_app=True).argv()
+    plain = SuperNodeCommand(
+        superlink="127.0.0.1:1", runtime_port=2, ca_cert=ca, quick_poll=False, allow_any_app=True
+    ).argv()
     assert plain[0].endswith("flower-supernode") and plain[1:] == quick[4:]

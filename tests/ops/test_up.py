@@ -30,10 +30,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_config_items_are_toml_typed() -> None:
-    parsed = parse_run_config(["batch-size=128 share-user-factors=false", "best-metric='ndcg@10'",
-                               "learning-rate=0.01", "catalogue=/x/items.csv"])
-    assert parsed == {"batch-size": 128, "share-user-factors": False, "best-metric": "ndcg@10",
-                      "learning-rate": 0.01, "catalogue": "/x/items.csv"}
+    parsed = parse_run_config(
+        [
+            "batch-size=128 share-user-factors=false",
+            "best-metric='ndcg@10'",
+            "learning-rate=0.01",
+            "catalogue=/x/items.csv",
+        ]
+    )
+    assert parsed == {
+        "batch-size": 128,
+        "share-user-factors": False,
+        "best-metric": "ndcg@10",
+        "learning-rate": 0.01,
+        "catalogue": "/x/items.csv",
+    }
     with pytest.raises(FedrecError, match="KEY=VALUE"):
         parse_run_config(["rounds"])
     with pytest.raises(FedrecError, match="number, bool or string"):
@@ -65,16 +76,27 @@ def test_cli_refuses_a_taken_gateway_port_before_starting_anything(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = main(["up", "--work", str(tmp_path / "w"), "--data", str(tmp_path / "d"),
-                     "--port", str(port)])
+        code = main(
+            [
+                "up",
+                "--work",
+                str(tmp_path / "w"),
+                "--data",
+                str(tmp_path / "d"),
+                "--port",
+                str(port),
+            ]
+        )
     assert code == 2
     assert f"--port {port}" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "w").exists()
 
 
 def test_server_lines_shown_while_training() -> None:
-    line = ("round 4/6: model of round 3 on the held-out ratings: RMSE 0.9310, NDCG@10 0.3910 | "
-            "3/3 nodes replied: sn1, sn2, sn3 | 9.1 s")
+    line = (
+        "round 4/6: model of round 3 on the held-out ratings: RMSE 0.9310, NDCG@10 0.3910 | "
+        "3/3 nodes replied: sn1, sn2, sn3 | 9.1 s"
+    )
     assert server_line(f"INFO fedrec_app.server.strategy: {line}") == line
     assert server_line("\x1b[92mINFO \x1b[0m: flwr noise") is None
     assert server_line("\x1b[91mERROR \x1b[0m:     Exit Code: 201") == "ERROR: Exit Code: 201"
@@ -91,18 +113,45 @@ def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return archive, hashlib.md5(archive.read_bytes()).hexdigest()
 
 
-def _start_up(tmp_path: Path, synthetic_zip: tuple[Path, str], port: int, rounds: int,
-              sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path, Path]:
+def _start_up(
+    tmp_path: Path,
+    synthetic_zip: tuple[Path, str],
+    port: int,
+    rounds: int,
+    sigint_ignored: bool = False,
+) -> tuple[subprocess.Popen, Path, Path]:
     archive, md5 = synthetic_zip
     work, out = tmp_path / "work", tmp_path / "up.out"
-    argv = [sys.executable, "run_app.py", "--nodes", "2", "--rounds", str(rounds),
-            "--local-epochs", "1", "--work", str(work), "--data", str(tmp_path / "data"),
-            "--zip", str(archive), "--md5", md5, "--port", str(port)]
+    argv = [
+        sys.executable,
+        "run_app.py",
+        "--nodes",
+        "2",
+        "--rounds",
+        str(rounds),
+        "--local-epochs",
+        "1",
+        "--work",
+        str(work),
+        "--data",
+        str(tmp_path / "data"),
+        "--zip",
+        str(archive),
+        "--md5",
+        md5,
+        "--port",
+        str(port),
+    ]
     with out.open("wb") as handle:
         proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-            if sigint_ignored else None,
+            if sigint_ignored
+            else None,
         )
     return proc, work, out
 
@@ -130,9 +179,22 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
     proc, work, out = _start_up(tmp_path, synthetic_zip, port, rounds=1)
     try:
         text = wait_for_output(out, "Press Ctrl+C", 600, alive=lambda: proc.poll() is None)
-        for number, step in enumerate(("data", "partitions", "certs", "keys", "trainers",
-                                       "superlink", "register", "supernodes", "submit", "train",
-                                       "gateway"), 1):
+        for number, step in enumerate(
+            (
+                "data",
+                "partitions",
+                "certs",
+                "keys",
+                "trainers",
+                "superlink",
+                "register",
+                "supernodes",
+                "submit",
+                "train",
+                "gateway",
+            ),
+            1,
+        ):
             assert f"[{number}/11] {step}:" in text and f"{step} done in" in text
         assert "[5/11] trainers: 2 warm trainers" in text
         assert "model of round 1 on the held-out ratings: RMSE" in text
@@ -151,8 +213,9 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
         # signed with the key `fedrec up` made; the gateway it started checks that signature
         public = load_verify_key(work / "certs" / "federation-signing.pub")
         verify_checkpoint(run_dirs[0] / "final", public)
-        assert "--verify-key" in next(cmd for _, cmd in processes_mentioning(str(work))
-                                      if " gateway " in cmd)
+        assert "--verify-key" in next(
+            cmd for _, cmd in processes_mentioning(str(work)) if " gateway " in cmd
+        )
         assert _interrupt(proc, work) == 0
     finally:
         if proc.poll() is None:
@@ -169,8 +232,9 @@ def test_ctrl_c_while_training_leaves_nothing_behind(
     tmp_path: Path, synthetic_zip: tuple[Path, str]
 ) -> None:
     # Started the way a script's background job is (SIGINT ignored): Ctrl+C must still work.
-    proc, work, out = _start_up(tmp_path, synthetic_zip, free_port(), rounds=50,
-                                sigint_ignored=True)
+    proc, work, out = _start_up(
+        tmp_path, synthetic_zip, free_port(), rounds=50, sigint_ignored=True
+    )
     try:
         wait_for_output(out, "[10/11] train:", 300, alive=lambda: proc.poll() is None)
         assert _interrupt(proc, work) == 130
@@ -190,10 +254,28 @@ def test_a_failed_run_stops_the_launch_with_the_runs_own_error(
 ) -> None:
     archive, md5 = synthetic_zip
     work = tmp_path / "work"
-    argv = [sys.executable, "-m", "fedrec_app", "up", "--nodes", "2", "--rounds", "1",
-            "--work", str(work), "--data", str(tmp_path / "data"), "--zip", str(archive),
-            "--md5", md5, "--port", str(free_port()),
-            "--run-config", f"catalogue='{tmp_path / 'missing' / 'items.csv'}'"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fedrec_app",
+        "up",
+        "--nodes",
+        "2",
+        "--rounds",
+        "1",
+        "--work",
+        str(work),
+        "--data",
+        str(tmp_path / "data"),
+        "--zip",
+        str(archive),
+        "--md5",
+        md5,
+        "--port",
+        str(free_port()),
+        "--run-config",
+        f"catalogue='{tmp_path / 'missing' / 'items.csv'}'",
+    ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ended finished:failed: ServerApp failed with exception" in done.stderr

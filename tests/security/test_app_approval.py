@@ -35,8 +35,7 @@ CLIENTAPP_STARTED = "Start `flwr-clientapp` process"  # what a SuperNode logs fo
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("approval")
-    with LocalFederation(work, ["sn1", "sn2"], max_wait_time=60,
-                         approved_apps=[NOOP_APP_DIR]) as f:
+    with LocalFederation(work, ["sn1", "sn2"], max_wait_time=60, approved_apps=[NOOP_APP_DIR]) as f:
         yield f
     for proc in [f.superlink, *(n.process for n in f.nodes.values())]:
         assert proc is not None and not proc.alive()
@@ -53,17 +52,34 @@ def _marker_files(*roots: Path) -> list[Path]:
 
 
 def _marker_run(fed: LocalFederation, markers: Path) -> dict:
-    return fed.run(MARKER_APP, {"marker-dir": markers, "min-nodes": len(fed.nodes),
-                                "round-timeout": 90.0}, timeout=240, check=False)
+    return fed.run(
+        MARKER_APP,
+        {"marker-dir": markers, "min-nodes": len(fed.nodes), "round-timeout": 90.0},
+        timeout=240,
+        check=False,
+    )
 
 
 def test_the_run_submits_the_fab_whose_hash_the_nodes_see(fed: LocalFederation) -> None:
     assert read_allowlist(fed.allowlist) == {app_hash(NOOP_APP_DIR)}
     result = subprocess.run(
-        [flower_bin("flwr"), "run", str(NOOP_APP_DIR), fed.cli.connection, "--format", "json",
-         "--run-config", "num-server-rounds=1"],
-        env=fed.cli.env(), capture_output=True, text=True, timeout=120, check=False)
-    payload = json.loads(result.stdout[result.stdout.index("{"):])
+        [
+            flower_bin("flwr"),
+            "run",
+            str(NOOP_APP_DIR),
+            fed.cli.connection,
+            "--format",
+            "json",
+            "--run-config",
+            "num-server-rounds=1",
+        ],
+        env=fed.cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    payload = json.loads(result.stdout[result.stdout.index("{") :])
     assert payload["success"], result.stdout + result.stderr
     assert app_hash(NOOP_APP_DIR).startswith(payload["fab-hash"])  # flwr prints 8 hex digits
     record = fed.cli.wait(payload["run-id"], timeout=180)
@@ -95,12 +111,23 @@ def test_the_fedrec_app_unapproved_fails_its_run_naming_the_nodes(
     parts = tmp_path / "parts"
     make_partitions(synthetic_ml, parts, 2, split="u1", seed=5)
     digest = app_hash(APP_DIR)
-    record = fed.run(APP_DIR, {
-        "num-server-rounds": 1, "local-epochs": 1, "embedding-dim": 8, "rank-dim": 4,
-        "min-nodes": 2, "node-wait-timeout": 30.0, "round-timeout": 90.0,
-        "checkpoint-dir": tmp_path / "ckpt", "signing-key": fed.certs.signing_key,
-        "catalogue": parts / "items.csv",
-    }, timeout=300, check=False)  # fmt: skip
+    record = fed.run(
+        APP_DIR,
+        {
+            "num-server-rounds": 1,
+            "local-epochs": 1,
+            "embedding-dim": 8,
+            "rank-dim": 4,
+            "min-nodes": 2,
+            "node-wait-timeout": 30.0,
+            "round-timeout": 90.0,
+            "checkpoint-dir": tmp_path / "ckpt",
+            "signing-key": fed.certs.signing_key,
+            "catalogue": parts / "items.csv",
+        },
+        timeout=300,
+        check=False,
+    )
     details = str(record.get("status-details"))
     assert record["status"] == FAILED, (record, fed.cli.log(record["run-id"])[-3000:])
     assert "round 1: all 2 sampled node(s) refused to run this app" in details
@@ -110,8 +137,7 @@ def test_the_fedrec_app_unapproved_fails_its_run_naming_the_nodes(
 
 
 def test_the_next_approved_run_completes(fed: LocalFederation) -> None:
-    record = fed.run(NOOP_APP_DIR, {"num-server-rounds": 1, "fraction-evaluate": 0.0},
-                     timeout=180)
+    record = fed.run(NOOP_APP_DIR, {"num-server-rounds": 1, "fraction-evaluate": 0.0}, timeout=180)
     assert record["status"] == COMPLETED
 
 
@@ -122,7 +148,8 @@ def test_an_app_approved_without_a_restart_runs(fed: LocalFederation, markers: P
     record = _marker_run(fed, markers)
     assert record["status"] == COMPLETED, (record, fed.cli.log(record["run-id"])[-3000:])
     assert {p.name for p in _marker_files(markers)} == {
-        f"MARKER-node-{node.node_id}" for node in fed.nodes.values()}
+        f"MARKER-node-{node.node_id}" for node in fed.nodes.values()
+    }
     assert len(_marker_files(fed.work_dir / "nodes")) >= len(fed.nodes)  # imported on each node
     assert pids == {name: node.process.pid for name, node in fed.nodes.items()}  # no restart
     for name, node in fed.nodes.items():  # so the refused run's log would have shown it

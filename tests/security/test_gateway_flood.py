@@ -65,8 +65,9 @@ def _get_on_new_connection(port: int, path: str) -> bytes:
     """GET ``path`` from ``CLIENT`` on a connection of its own; the raw answer."""
     with _connect(CLIENT, port) as sock:
         sock.settimeout(10)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                     .encode())  # fmt: skip
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -100,8 +101,9 @@ def _wait_for(gw: Gateway, timeout: float = 10.0, **expected: float) -> dict[str
 def test_other_clients_are_served_while_one_client_holds_hundreds_of_connections(
     checkpoint, gateways, tmp_path, record_property
 ) -> None:
-    gw = start_gateway(checkpoint, tmp_path, "--max-connections-per-client", str(CAP),
-                       "--header-timeout", "60")  # fmt: skip
+    gw = start_gateway(
+        checkpoint, tmp_path, "--max-connections-per-client", str(CAP), "--header-timeout", "60"
+    )
     gateways.append(gw)
     port = _port(gw)
     _wait_for(gw, open=1)  # only the /metrics request itself: start-up's check has gone
@@ -192,8 +194,9 @@ def test_connections_without_a_complete_header_are_closed_after_the_timeout(
 
 
 def test_total_cap_refuses_new_connections_at_once(checkpoint, gateways, tmp_path) -> None:
-    gw = start_gateway(checkpoint, tmp_path, "--max-connections", "12",
-                       "--max-connections-per-client", "0")  # fmt: skip
+    gw = start_gateway(
+        checkpoint, tmp_path, "--max-connections", "12", "--max-connections-per-client", "0"
+    )
     gateways.append(gw)
     port = _port(gw)
     _wait_for(gw, open=1)

@@ -76,8 +76,9 @@ class Lab:
     def probe(self, role: str, urls: list[str]) -> dict[str, object]:
         from flwr.supercore.protobuf.constants import PROTOBUF_MEDIA_TYPE
 
-        result = self.ns.run(role, [sys.executable, "-c", PROBE, PROTOBUF_MEDIA_TYPE, *urls],
-                             timeout=120)
+        result = self.ns.run(
+            role, [sys.executable, "-c", PROBE, PROTOBUF_MEDIA_TYPE, *urls], timeout=120
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -87,8 +88,9 @@ def _ssh_keys(folder: Path) -> tuple[Path, Path]:
     keys = []
     for name in ("host", "operator"):
         key = folder / name
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key], check=True
+        )
         keys.append(key)
     return keys[0], keys[1]
 
@@ -120,13 +122,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         certs = make_certs(work / "certs", [link_ip])
         keys = make_node_keys(work / "certs" / "nodes", ["sn1", "sn2", "spare"])
         link_home = work / "superlink"
-        link = SuperLinkCommand(host="127.0.0.1", port=LINK_PORT,
-                                database=link_home / "state.db", ca_cert=certs.ca_cert,
-                                server_cert=certs.server_cert, server_key=certs.server_key)
+        link = SuperLinkCommand(
+            host="127.0.0.1",
+            port=LINK_PORT,
+            database=link_home / "state.db",
+            ca_cert=certs.ca_cert,
+            server_cert=certs.server_cert,
+            server_key=certs.server_key,
+        )
         superlink = stack.start("superlink", ns.exec("link", link.argv()), link_home)
-        proxy = ProxyCommand(host=link_ip, port=PROXY_PORT, upstream_port=LINK_PORT,
-                             server_cert=certs.server_cert, server_key=certs.server_key,
-                             ca_cert=certs.ca_cert, folder=work / "proxy")
+        proxy = ProxyCommand(
+            host=link_ip,
+            port=PROXY_PORT,
+            upstream_port=LINK_PORT,
+            server_cert=certs.server_cert,
+            server_key=certs.server_key,
+            ca_cert=certs.ca_cert,
+            folder=work / "proxy",
+        )
         proxy.write()
         proxy.check(ns.exec("link", []))
         stack.start("proxy", ns.exec("link", proxy.argv()), work / "proxy")
@@ -134,18 +147,34 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         host_key, operator_key = _ssh_keys(work / "ssh")
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
         sshd_config = _sshd_config(work / "ssh", host_key, operator_key, link_ip)
-        sshd = stack.start("sshd", ns.exec("link", [SSHD, "-D", "-e", "-f", sshd_config]),
-                           work / "ssh")
+        sshd = stack.start(
+            "sshd", ns.exec("link", [SSHD, "-D", "-e", "-f", sshd_config]), work / "ssh"
+        )
         sshd.wait_for_log(f"Server listening on {link_ip} port {SSH_PORT}", 30)
         known_hosts = work / "ssh" / "known_hosts"
         host_pub = Path(f"{host_key}.pub").read_text().split()[:2]
         known_hosts.write_text(f"[{link_ip}]:{SSH_PORT} {' '.join(host_pub)}\n")
         tunnel = [
-            "ssh", "-F", "/dev/null", "-N", "-i", operator_key, "-p", str(SSH_PORT),
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ExitOnForwardFailure=yes",
-            "-L", f"127.0.0.1:{TUNNEL_PORT}:127.0.0.1:{LINK_PORT}", f"root@{link_ip}",
-        ]  # fmt: skip
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-N",
+            "-i",
+            operator_key,
+            "-p",
+            str(SSH_PORT),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            f"127.0.0.1:{TUNNEL_PORT}:127.0.0.1:{LINK_PORT}",
+            f"root@{link_ip}",
+        ]
         tunnel_process = stack.start("tunnel", ns.exec("cli", tunnel), work / "operator")
         operator = NetnsCli(work / "operator", ns, "cli")
         operator.configure(f"127.0.0.1:{TUNNEL_PORT}", certs.ca_cert)
@@ -157,8 +186,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         append_to_allowlist(approved, app_hash(NOOP_APP_DIR), "the no-op app")
         for key in keys[:2]:
             node = SuperNodeCommand(
-                superlink=f"{link_ip}:{PROXY_PORT}", runtime_port=9094, ca_cert=certs.ca_cert,
-                private_key=key.private, max_wait_time=60, approved_apps=approved,
+                superlink=f"{link_ip}:{PROXY_PORT}",
+                runtime_port=9094,
+                ca_cert=certs.ca_cert,
+                private_key=key.private,
+                max_wait_time=60,
+                approved_apps=approved,
             )
             stack.start(key.name, ns.exec(key.name, node.argv()), work / key.name)
         for process in stack.processes:
@@ -193,8 +226,11 @@ def test_lab_hosts_cannot_use_the_control_api(lab: Lab, role: str) -> None:
     assert lab.operator._call("ls", lab.operator.connection)["runs"] == runs_before
     # and the operator can see the attempts: the proxy logged each refusal with its source
     source = lab.ns.addr(role)
-    refused = [line for line in (lab.work / "proxy" / "access.log").read_text().splitlines()
-               if line.startswith(f"{source} ") and "/v1/control/" in line and '" 404 ' in line]
+    refused = [
+        line
+        for line in (lab.work / "proxy" / "access.log").read_text().splitlines()
+        if line.startswith(f"{source} ") and "/v1/control/" in line and '" 404 ' in line
+    ]
     assert len(refused) >= 6, refused
 
 
@@ -238,10 +274,14 @@ def test_operator_works_through_ssh(lab: Lab) -> None:
     assert op.wait(stuck, timeout=120)["status"] == "finished:stopped"
 
     spare_id = op.register(lab.work / "certs" / "nodes" / "spare.pub")
-    listed = {n["node-id"]: n["status"] for n in op._call("supernode", "list", op.connection,
-                                                          "-v")["nodes"]}
+    listed = {
+        n["node-id"]: n["status"]
+        for n in op._call("supernode", "list", op.connection, "-v")["nodes"]
+    }
     assert listed[spare_id] == "registered"
     op._call("supernode", "unregister", spare_id, op.connection)
-    listed = {n["node-id"]: n["status"] for n in op._call("supernode", "list", op.connection,
-                                                          "-v")["nodes"]}
+    listed = {
+        n["node-id"]: n["status"]
+        for n in op._call("supernode", "list", op.connection, "-v")["nodes"]
+    }
     assert listed[spare_id] == "unregistered"

@@ -85,10 +85,22 @@ def genuine(tmp_path: Path) -> Path:
 def _gateway(checkpoint: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`fedrec gateway` expected to exit at start: its exit code and output."""
     return subprocess.run(
-        [sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(checkpoint),
-         "--port", str(free_port()), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedrec_app",
+            "gateway",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(free_port()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_forgery_changes_the_answers_when_signatures_are_not_checked(

@@ -58,8 +58,9 @@ def _pickle_bomb(path: Path) -> bytes:
 @pytest.fixture
 def trainer(tmp_path: Path) -> Iterator[Endpoint]:
     """A real Endpoint in tmp_path/state and its serving loop in a thread (short timeouts)."""
-    endpoint = Endpoint(tmp_path / "state", handshake_timeout=HANDSHAKE_TIMEOUT,
-                        io_timeout=IO_TIMEOUT)  # fmt: skip
+    endpoint = Endpoint(
+        tmp_path / "state", handshake_timeout=HANDSHAKE_TIMEOUT, io_timeout=IO_TIMEOUT
+    )
     thread = threading.Thread(target=serve_connections, args=(endpoint,), daemon=True)
     thread.start()
     yield endpoint
@@ -290,10 +291,13 @@ def test_a_pickle_as_the_payload_of_a_valid_frame_is_a_bad_message(
     trainer: Endpoint, tmp_path: Path
 ) -> None:
     marker = tmp_path / "MARKER"
-    header = {"operation": "train_round", "run_config": app_defaults(),
-              "node_config": {"data-path": str(tmp_path / "p0"),
-                              "state-dir": str(trainer.sock.parent)},
-              "node_id": 1, "run_id": 9}  # fmt: skip
+    header = {
+        "operation": "train_round",
+        "run_config": app_defaults(),
+        "node_config": {"data-path": str(tmp_path / "p0"), "state-dir": str(trainer.sock.parent)},
+        "node_id": 1,
+        "run_id": 9,
+    }
     with _handshaken(trainer) as conn:
         trainer_wire.send_frame(conn, header, _pickle_bomb(marker), time.monotonic() + 5)
         reply, payload = trainer_wire.recv_frame(conn, time.monotonic() + 30)
@@ -305,8 +309,10 @@ def test_a_pickle_as_the_payload_of_a_valid_frame_is_a_bad_message(
 
 @pytest.mark.parametrize(
     "header",
-    [{"operation": "train_round"}, {"operation": 1, "run_config": {}, "node_config": {},
-                                     "node_id": 1, "run_id": True}],  # fmt: skip
+    [
+        {"operation": "train_round"},
+        {"operation": 1, "run_config": {}, "node_config": {}, "node_id": 1, "run_id": True},
+    ],
     ids=["missing-fields", "wrong-types"],
 )
 def test_a_request_header_of_the_wrong_shape_is_refused(
@@ -318,9 +324,11 @@ def test_a_request_header_of_the_wrong_shape_is_refused(
     ):
         trainer_wire.send_frame(c, header, b"", time.monotonic() + 5)
         assert _closed_by_peer(c)
-    assert any("refused a connection: request" in r.getMessage()
-               or "refused a connection: a request header" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        "refused a connection: request" in r.getMessage()
+        or "refused a connection: a request header" in r.getMessage()
+        for r in caplog.records
+    )
     _assert_serves(trainer)
 
 
@@ -333,8 +341,9 @@ def test_an_oversize_frame_is_refused_before_it_is_read(
     ):
         c.sendall(struct.pack(">I", trainer_wire.MAX_HEADER + 1))
         assert _closed_by_peer(c)
-    assert any(f"a header of {trainer_wire.MAX_HEADER + 1} bytes" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        f"a header of {trainer_wire.MAX_HEADER + 1} bytes" in r.getMessage() for r in caplog.records
+    )
     _assert_serves(trainer)
 
 
@@ -342,8 +351,9 @@ def test_a_client_with_the_wrong_key_is_refused(
     trainer: Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     trainer.key_file.write_bytes(b"not the key")  # the client reads this one; the trainer its own
-    with caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"), pytest.raises(
-        NodeFailure, match="trainer-failed: .*key challenge failed"
+    with (
+        caplog.at_level(logging.WARNING, logger="fedrec_app.node.trainer"),
+        pytest.raises(NodeFailure, match="trainer-failed: .*key challenge failed"),
     ):
         trainer_client.ask(trainer.sock.parent, "no-such-op", RecordDict(), {}, {}, 1, 9)
     assert any("the client's key proof is wrong" in r.getMessage() for r in caplog.records)
@@ -393,5 +403,6 @@ def test_a_stalled_client_times_out_and_the_next_one_is_served(
         assert outcome == ["served"], f"after {waited:.1f} s the valid client has {outcome}"
         assert _closed_by_peer(stalled, timeout=1), "the trainer still holds the stalled client"
     assert limit * 0.8 < waited < limit + 5, waited
-    assert any("refused a connection: timed out waiting for" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        "refused a connection: timed out waiting for" in r.getMessage() for r in caplog.records
+    )

@@ -175,17 +175,21 @@ def _named(reply: Message, site: str) -> Message:
 
 
 def test_the_round_line_names_sites_failures_and_silent_nodes() -> None:
-    sums = protocol.eval_metrics({"test": EvalSums(sse=4.0, sae=2.0, num_ratings=4, hits=1.0,
-                                                   ndcg=0.25, num_users=1)}, 6)
-    first = [_named(_reply(11, 1.0, [1, 1, 1, 1], 1, **sums), "lab-a"),
-             _named(_reply(12, 1.0, [1, 1, 1, 1], 1, **sums), "lab-b")]
+    sums = protocol.eval_metrics(
+        {"test": EvalSums(sse=4.0, sae=2.0, num_ratings=4, hits=1.0, ndcg=0.25, num_users=1)}, 6
+    )
+    first = [
+        _named(_reply(11, 1.0, [1, 1, 1, 1], 1, **sums), "lab-a"),
+        _named(_reply(12, 1.0, [1, 1, 1, 1], 1, **sums), "lab-b"),
+    ]
     names: dict[int, str] = {}
     learn_names(first, names)
     assert names == {11: "lab-a", 12: "lab-b"}
     # round 7: lab-b's trainer died (an error reply has no content: named from before), node 13
     # never told its name, node 14 never answered
-    failed = _answer(12, Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                               reason="fedrec:trainer-failed"))
+    failed = _answer(
+        12, Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="fedrec:trainer-failed")
+    )
     replies = [first[0], failed, _reply(13, 1.0, [1, 1, 1, 1], 1, **sums)]
     learn_names(replies, names)
     result = aggregate(_previous(), replies, names=names)
@@ -193,7 +197,8 @@ def test_the_round_line_names_sites_failures_and_silent_nodes() -> None:
     assert line == (
         "round 7/9: model of round 6 on the held-out ratings: RMSE 1.0000, NDCG@10 0.2500 | "
         "2/4 nodes replied: lab-a, node 13; failed: lab-b: fedrec:trainer-failed; "
-        "no reply: node 14 | 12.3 s")
+        "no reply: node 14 | 12.3 s"
+    )
     plain = [_reply(11, 1.0, [1, 1, 1, 1], 1)]  # round 1: no evaluation rides on it yet
     quiet = round_line("round 1/9", [11], [11], aggregate(_previous(), plain), names, 3.0)
     assert quiet == "round 1/9: 1/1 nodes replied: lab-a | 3.0 s"  # nothing evaluated yet

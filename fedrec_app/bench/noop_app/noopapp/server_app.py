@@ -41,5 +41,6 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=round_done,
     )
     total = time.monotonic() - started
-    print(f"[noopapp] {rounds} rounds in {total:.2f} s ({total / rounds:.2f} s per round)",
-          flush=True)
+    print(
+        f"[noopapp] {rounds} rounds in {total:.2f} s ({total / rounds:.2f} s per round)", flush=True
+    )

@@ -19,15 +19,22 @@ def main(grid: Grid, context: Context) -> None:
             raise RuntimeError(f"only {len(nodes)} of {wanted} nodes connected")
         time.sleep(1.0)
     messages = [
-        Message(RecordDict({"config": ConfigRecord({"round": 1})}), dst_node_id=node,
-                message_type=MessageType.TRAIN, group_id="1")
+        Message(
+            RecordDict({"config": ConfigRecord({"round": 1})}),
+            dst_node_id=node,
+            message_type=MessageType.TRAIN,
+            group_id="1",
+        )
         for node in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=float(cfg["round-timeout"])))
-    failed = sorted(f"node {r.metadata.src_node_id}: {r.error.reason}"
-                    for r in replies if r.has_error())
+    failed = sorted(
+        f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error()
+    )
     ran = len(replies) - len(failed)
     if not ran:
-        raise RuntimeError(f"no node ran the ClientApp ({len(replies)} of {len(nodes)} "
-                           f"replied): " + "; ".join(failed))
+        raise RuntimeError(
+            f"no node ran the ClientApp ({len(replies)} of {len(nodes)} "
+            f"replied): " + "; ".join(failed)
+        )
     print(f"[markerapp] {ran} of {len(nodes)} node(s) ran the ClientApp", flush=True)
