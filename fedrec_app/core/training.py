@@ -55,6 +55,9 @@ class TrainConfig:
     l2_count_power: float = 0.5
     l2_ranking: float = 0.01  # per-batch L2 on the gathered ranking-head rows
     negatives: int = 4  # sampled negatives per rated example (ranking head)
+    # Ranking head: a rating <= low_rating is an explicit negative (label 0) instead of a positive,
+    # so low ratings push similar movies down (0 = every rated item is a positive).
+    low_rating: float = 0.0
     learning_rate: float = 5e-3  # Adam
     batch_size: int = 256
     local_epochs: int = 3  # epochs per call of train_local in a federation
@@ -66,7 +69,14 @@ class TrainConfig:
         for name in ("embedding_dim", "rank_dim", "negatives", "batch_size", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking", "init_std"):
+        for name in (
+            "l2_rating",
+            "l2_bias",
+            "l2_count_power",
+            "l2_ranking",
+            "init_std",
+            "low_rating",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -183,6 +193,11 @@ def count_weights(rows: np.ndarray, power: float) -> np.ndarray:
     return ((counts / counts.mean()) ** -power).astype(np.float32)
 
 
+def rank_labels(ratings: np.ndarray, low_rating: float) -> np.ndarray:
+    """Ranking-head labels of rated examples: 1, or 0 (an explicit negative) if <= low_rating."""
+    return (np.asarray(ratings, np.float64) > low_rating).astype(np.float32)
+
+
 def sample_negatives(
     users: np.ndarray, keys: np.ndarray, num_items: int, n: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -270,7 +285,7 @@ def train_local(
     rating_counts = np.zeros(num_items, np.int64)
     rank_counts = np.zeros(num_items, np.int64)
     labels = np.zeros((len(ratings), 1 + cfg.negatives), np.float32)
-    labels[:, 0] = 1.0
+    labels[:, 0] = rank_labels(ratings, cfg.low_rating)
     loss = float("nan")
     for _ in range(epochs):
         order = rng.permutation(len(ratings))
@@ -283,7 +298,7 @@ def train_local(
                 "user_reg": user_reg[order],
                 "item_reg": item_reg[order],
             },
-            {"rating": ratings[order], "rank": labels},
+            {"rating": ratings[order], "rank": labels[order]},
             batch_size=cfg.batch_size,
             epochs=1,
             shuffle=False,

@@ -6,10 +6,11 @@ rows held fixed, so a folded-in user is what training would have made of that us
 - rating head: ridge regression of ``rating - global_bias - item_bias`` on ``[item_embedding, 1]``
   (vector + user bias), L2 ``prior + P * l2_rating`` on the vector and ``prior + P * l2_bias`` on
   the bias for P ratings;
-- ranking head: L2-regularised logistic regression (Newton/IRLS) with the rated items as positives
-  and every unrated item as a negative, the negatives weighted so that they count as
-  ``negatives`` sampled negatives per positive (as in training); offset ``item_rank_bias``,
-  L2 ``prior + P * (1 + negatives) * l2_ranking``.
+- ranking head: L2-regularised logistic regression (Newton/IRLS) with the rated items as positives,
+  except those rated ``<= low_rating``, which are explicit negatives (as in training, so a low
+  rating pushes similar movies down), and every unrated item as a negative, the unrated items
+  weighted so that they count as ``negatives`` sampled negatives per rated item (as in
+  training); offset ``item_rank_bias``, L2 ``prior + P * (1 + negatives) * l2_ranking``.
 
 The ``prior`` term keeps a user with very few ratings close to the average user.
 """
@@ -30,13 +31,15 @@ class FoldInParams:
     l2_bias: float = 0.01
     l2_ranking: float = 0.01
     negatives: int = 4
+    low_rating: float = 0.0  # ratings <= this are explicit negatives of the ranking head
     prior: float = 1.0
     max_iterations: int = 30
     tolerance: float = 1e-6
 
     @classmethod
     def from_hyperparameters(cls, hyper: Mapping[str, object] | None) -> FoldInParams:
-        """Read ``l2_rating``, ``l2_ranking``, ``negatives`` (or kebab-case keys) if present."""
+        """Read ``l2_rating``, ``l2_bias``, ``l2_ranking``, ``negatives``, ``low_rating`` (or
+        kebab-case keys) if present."""
         hyper = hyper or {}
         values: dict[str, float | int] = {}
         for field, keys, kind in (
@@ -44,6 +47,7 @@ class FoldInParams:
             ("l2_bias", ("l2_bias", "l2-bias"), float),
             ("l2_ranking", ("l2_ranking", "l2-ranking"), float),
             ("negatives", ("negatives", "num_negatives", "num-negatives"), int),
+            ("low_rating", ("low_rating", "low-rating"), float),
         ):
             for key in keys:
                 value = hyper.get(key)
@@ -71,21 +75,29 @@ def fold_in_rating(
 
 
 def fold_in_ranking(
-    arrays: Mapping[str, np.ndarray], rows: np.ndarray, params: FoldInParams
+    arrays: Mapping[str, np.ndarray],
+    rows: np.ndarray,
+    params: FoldInParams,
+    ratings: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Ranking-head user vector from which items were rated (positives) and which were not."""
+    """Ranking-head user vector from which items were rated (positives, or explicit negatives
+    where ``ratings`` are ``<= params.low_rating``) and which were not (``ratings`` None: every
+    rated item is a positive)."""
     y_items = np.asarray(arrays["item_rank_embedding"], dtype=np.float64)
     offset = np.asarray(arrays["item_rank_bias"], dtype=np.float64)
     num_items, dim = y_items.shape
-    positives = np.zeros(num_items, dtype=bool)
-    positives[rows] = True
-    num_pos = int(positives.sum())
-    num_neg = num_items - num_pos
+    rows = np.asarray(rows, dtype=np.int64)
+    rated = np.zeros(num_items, dtype=bool)
+    rated[rows] = True
+    target = rated.astype(np.float64)
+    if ratings is not None:
+        target[rows] = (np.asarray(ratings, dtype=np.float64) > params.low_rating).astype(float)
+    num_rated = int(rated.sum())
+    num_unrated = num_items - num_rated
     weights = np.ones(num_items)
-    if num_neg:
-        weights[~positives] = min(1.0, params.negatives * num_pos / num_neg)
-    target = positives.astype(np.float64)
-    l2 = params.prior + num_pos * (1 + params.negatives) * params.l2_ranking
+    if num_unrated:
+        weights[~rated] = min(1.0, params.negatives * num_rated / num_unrated)
+    l2 = params.prior + num_rated * (1 + params.negatives) * params.l2_ranking
     vector = np.zeros(dim)
     for _ in range(params.max_iterations):
         prob = 1.0 / (1.0 + np.exp(-(y_items @ vector + offset)))

@@ -196,10 +196,10 @@ class Recommender:
     def fold_in(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> UserVectors:
         """Vectors for a new user who gave ``ratings`` to ``movie_ids`` (see ``foldin``)."""
         rows = self.item_rows(movie_ids)
-        vector, bias = fold_in_rating(
-            self.arrays, rows, np.asarray(ratings, dtype=np.float64), self.fold_in_params
-        )
-        return UserVectors(vector, bias, fold_in_ranking(self.arrays, rows, self.fold_in_params))
+        values = np.asarray(ratings, dtype=np.float64)
+        vector, bias = fold_in_rating(self.arrays, rows, values, self.fold_in_params)
+        rank_vector = fold_in_ranking(self.arrays, rows, self.fold_in_params, values)
+        return UserVectors(vector, bias, rank_vector)
 
     def predict(self, user_ids: Sequence[int], movie_ids: Sequence[int]) -> np.ndarray:
         """Predicted ratings (1-5, unrounded) of the (user, movie) pairs, in order;
