@@ -95,7 +95,7 @@ def synthetic_checkpoint(folder: Path, seed: int = 0, keras: bool = True) -> Pat
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -110,7 +110,9 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -> Iterator[int]:
+def gateway_server(
+    command: Sequence[str], port: int, log_path: Path, timeout: float
+) -> Iterator[int]:
     """Start a server process, wait for /healthz, yield its pid, stop it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log_path, "wb") as out:
@@ -143,7 +145,7 @@ def _server(command: Sequence[str], port: int, log_path: Path, timeout: float) -
 REQUEST_TIMEOUT = 30.0  # seconds; a request not answered by then counts as failed
 
 
-def _load(
+def run_load(
     port: int,
     paths: Path,
     concurrency: int,
@@ -194,11 +196,11 @@ def _measure(
     CPU per request does not depend on what else runs on the machine: 1000 / it is the
     requests per second one dedicated core could serve.
     """
-    _load(port, paths, 4, max(20, requests // 20), duration / 2)  # warm-up
+    run_load(port, paths, 4, max(20, requests // 20), duration / 2)  # warm-up
     results = []
     for concurrency in levels:
         cpu_before = process_cpu_seconds(pid)
-        result = _load(port, paths, concurrency, requests, duration)
+        result = run_load(port, paths, concurrency, requests, duration)
         cpu = process_cpu_seconds(pid) - cpu_before
         result["server_cpu_ms_per_request"] = (
             round(1000 * cpu / result["requests"], 3) if result["requests"] else None
@@ -222,7 +224,7 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         "".join(f"/recommend?user_id={int(u)}&n={cfg.n}\n" for u in ckpt.arrays["user_ids"])
     )
     python = sys.executable
-    port = _free_port()
+    port = free_port()
     # Signatures are checked once at start, never per request: the loopback bench serves its
     # own (synthetic or given) checkpoint without one.
     gateway_cmd = [
@@ -236,9 +238,9 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         str(port),
         "--allow-unsigned",
     ]
-    with _server(gateway_cmd, port, work / "gateway.log", timeout=60) as pid:
+    with gateway_server(gateway_cmd, port, work / "gateway.log", timeout=60) as pid:
         gateway = _measure(pid, port, paths, cfg.concurrency, cfg.requests, cfg.duration)
-    port = _free_port()
+    port = free_port()
     reference_cmd = [
         python,
         "-m",
@@ -248,7 +250,7 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         "--port",
         str(port),
     ]
-    with _server(reference_cmd, port, work / "reference.log", timeout=180) as pid:
+    with gateway_server(reference_cmd, port, work / "reference.log", timeout=180) as pid:
         reference = _measure(
             pid, port, paths, cfg.concurrency, cfg.reference_requests, cfg.reference_duration
         )
@@ -267,13 +269,13 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
         "checkpoint": "synthetic (ML-100k size)" if cfg.checkpoint is None else str(ckpt.path),
         "num_users": len(ckpt.arrays["user_ids"]),
         "num_items": len(ckpt.catalogue),
-        "machine": _machine(load_before),
+        "machine": machine_facts(load_before),
         "config": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
         "results": rows,
     }
 
 
-def _machine(load_before: float) -> dict[str, Any]:
+def machine_facts(load_before: float) -> dict[str, Any]:
     """Where a bench ran: cores, Python, platform, 1-minute load before and after."""
     return {
         "cpus": os.cpu_count(),
@@ -307,11 +309,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(result: dict[str, Any], json_path: Path) -> Path:
+def write_results(result: dict[str, Any], json_path: Path, table: str | None = None) -> Path:
     """Write ``json_path`` and the Markdown table next to it (``.md``), atomically; returns it."""
     md_path = json_path.with_suffix(".md")
     atomic_write(json_path, json.dumps(result, indent=2) + "\n")
-    atomic_write(md_path, markdown(result))
+    atomic_write(md_path, markdown(result) if table is None else table)
     return md_path
 
 
@@ -323,244 +325,3 @@ def run_and_write(cfg: GatewayBenchConfig, json_path: Path, work_dir: Path | Non
         result = run_gateway_bench(cfg, work)
     write_results(result, json_path)
     return markdown(result)
-
-
-# ---------------------------------------------------------------- flood: `--flood N`
-FLOODER, CLIENTS, OBSERVER = "127.0.0.1", "127.0.0.2", "127.0.0.3"  # all loopback on Linux
-DEFAULT_LIMITS: tuple[str, ...] = ()
-# The limits before the connection guard: uvicorn's one total of 2,048 (it answered 503 past it),
-# no per-client cap, no header deadline.
-UNGUARDED_LIMITS = (
-    "--max-connections-per-client",
-    "0",
-    "--max-connections",
-    "2048",
-    "--header-timeout",
-    "0",
-)
-
-
-@dataclass(frozen=True)
-class FloodBenchConfig:
-    checkpoint: Path | None = None
-    connections: int = 2100
-    """Connections the flooder holds open from ``FLOODER``."""
-    mode: str = "mixed"
-    """idle | slow | mixed (see ``fedrec_app.bench.flood``)."""
-    clients: int = 16
-    """Concurrent connections of the other clients (from ``CLIENTS``)."""
-    requests: int = 20_000
-    duration: float = 10.0
-    """Seconds of load per phase (without, then during the flood)."""
-    unguarded: bool = True
-    """Also flood a gateway run with ``UNGUARDED_LIMITS`` (shows what the limits prevent)."""
-    n: int = 10
-
-
-def _server_counts(port: int) -> dict[str, int] | None:
-    """The gateway's own connection counts (its /metrics), asked from a third address: open
-    now, and refused or closed by each limit so far. None when it cannot be asked."""
-    transport = httpx.HTTPTransport(local_address=OBSERVER)
-    try:
-        with httpx.Client(transport=transport, timeout=5) as client:
-            text = client.get(f"http://127.0.0.1:{port}/metrics").text
-    except httpx.HTTPError:
-        return None
-    counts = {}
-    for line in text.splitlines():
-        if line.startswith("fedrec_gateway_open_connections "):
-            counts["open"] = int(float(line.split()[1]))
-        elif line.startswith("fedrec_gateway_connections_closed_total{"):
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
-            counts[reason] = int(float(line.split()[-1]))
-    return counts
-
-
-@contextmanager
-def _flooder(port: int, cfg: FloodBenchConfig, work: Path) -> Iterator[dict[str, Any]]:
-    """Run the flood process until the block ends; yields a dict that then holds its summary."""
-    err_path = work / f"flood-{port}.err"
-    with open(err_path, "wb") as err:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fedrec_app.bench.flood",
-                "--port",
-                str(port),
-                "--source",
-                FLOODER,
-                "--connections",
-                str(cfg.connections),
-                "--mode",
-                cfg.mode,
-                "--duration",
-                str(cfg.duration + 600),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    summary: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + 120
-        while b"flooding" not in err_path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise FedrecError(f"the flood did not start: {err_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        time.sleep(2.0)  # the refused ones were reset and wait to try again
-        yield summary
-    finally:
-        process.terminate()
-        try:
-            out, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
-    if process.returncode != 0 or not out.strip():
-        raise FedrecError(
-            f"the flood failed ({process.returncode}): {err_path.read_text()[-2000:]}"
-        )
-    summary.update(json.loads(out))
-
-
-def _phase(pid: int, port: int, paths: Path, cfg: FloodBenchConfig) -> dict[str, Any]:
-    """The other clients' load from ``CLIENTS``, with the server's CPU per answered request."""
-    cpu_before = process_cpu_seconds(pid)
-    result = _load(port, paths, cfg.clients, cfg.requests, cfg.duration, source=CLIENTS)
-    cpu = process_cpu_seconds(pid) - cpu_before
-    result["server_cpu_ms_per_request"] = (
-        round(1000 * cpu / result["ok"], 3) if result.get("ok") else None
-    )
-    result["success"] = round(result["ok"] / result["sent"], 4) if result["sent"] else None
-    result["ok_per_s"] = round(result["ok"] / result["seconds"], 1) if result["seconds"] else 0.0
-    result["server_connections"] = _server_counts(port)
-    return result
-
-
-def _ratio(during: float | None, before: float | None) -> float | None:
-    return round(during / before, 2) if during is not None and before else None
-
-
-def run_flood_bench(cfg: FloodBenchConfig, work: Path) -> dict[str, Any]:
-    """Other clients' success and latency without and during a flood, per gateway setting."""
-    load_before = os.getloadavg()[0]
-    checkpoint = cfg.checkpoint or synthetic_checkpoint(work / "final", keras=False)
-    ckpt = read_checkpoint(checkpoint)
-    if not ckpt.has_user_factors:
-        raise FedrecError(f"{checkpoint}: no user factors; GET /recommend needs them")
-    paths = work / "paths.txt"
-    paths.write_text(
-        "".join(f"/recommend?user_id={int(u)}&n={cfg.n}\n" for u in ckpt.arrays["user_ids"])
-    )
-    settings = [("default limits", DEFAULT_LIMITS)]
-    if cfg.unguarded:
-        settings.append(
-            ("before: 2,048 in all, no per-client cap, no header timeout", UNGUARDED_LIMITS)
-        )
-    rows = []
-    for label, limits in settings:
-        port = _free_port()
-        # A bench checkpoint (synthetic, or the caller's) is served without a signature check.
-        command = [
-            sys.executable,
-            "-m",
-            "fedrec_app",
-            "gateway",
-            "--checkpoint",
-            str(ckpt.path),
-            "--port",
-            str(port),
-            "--allow-unsigned",
-            *limits,
-        ]
-        with _server(command, port, work / f"gateway-{port}.log", timeout=60) as pid:
-            _load(port, paths, 4, 200, 2.0, source=CLIENTS)  # warm-up
-            baseline = _phase(pid, port, paths, cfg)
-            with _flooder(port, cfg, work) as flood:
-                during = _phase(pid, port, paths, cfg)
-        log.info("%s: without %s, during %s, flood %s", label, baseline, during, flood)
-        rows.append(
-            {
-                "gateway": label,
-                "limits": list(limits),
-                "without_flood": baseline,
-                "during_flood": during,
-                "flood": flood,
-                "ratios": {
-                    key: _ratio(during.get(key), baseline.get(key))
-                    for key in ("success", "p50_ms", "p99_ms", "ok_per_s")
-                },
-            }
-        )
-    return {
-        "benchmark": "gateway GET /recommend during a connection flood",
-        "checkpoint": "synthetic (ML-100k size)" if cfg.checkpoint is None else str(ckpt.path),
-        "flooder": FLOODER,
-        "clients": CLIENTS,
-        "machine": _machine(load_before),
-        "config": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
-        "results": rows,
-    }
-
-
-def flood_markdown(result: dict[str, Any]) -> str:
-    """The flood results as a Markdown table plus one line of ratios per gateway setting."""
-    cfg = result["config"]
-    lines = [
-        f"{cfg['connections']:,} {cfg['mode']} connections (idle / slow-header) held from "
-        f"{result['flooder']} while {cfg['clients']} connections from {result['clients']} send "
-        f"GET /recommend (n={cfg['n']}) for {cfg['duration']:g} s; {result['checkpoint']}; "
-        f"{result['machine']['cpus']} CPUs, 1-minute load average "
-        f"{' → '.join(str(x) for x in result['machine']['load_average_1m'])} (before → after).",
-        "",
-        "| gateway | flood | other clients ok / sent | success | p50 / p99 ms | ok/s "
-        "| server CPU ms per answer | server: open / refused per client / header timeouts "
-        "| flooder: connects / open in its view |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in result["results"]:
-        flood = row["flood"]
-        for name, phase in (("no", row["without_flood"]), ("yes", row["during_flood"])):
-            server = phase["server_connections"]
-            counts = (
-                "- (no answer)"
-                if server is None
-                else f"{server.get('open', 0):,} / {server.get('per_client', 0):,} / "
-                f"{server.get('header_timeout', 0):,}"
-            )
-            flooder = f"{flood['connects']:,} / {flood['held_end']:,}" if name == "yes" else ""
-            success = f"{100 * phase['success']:.2f}%" if phase["success"] is not None else "-"
-            lines.append(
-                f"| {row['gateway']} | {name} | {phase['ok']:,} / {phase['sent']:,} | {success} "
-                f"| {_shown(phase['p50_ms'])} / {_shown(phase['p99_ms'])} "
-                f"| {phase['ok_per_s']:,.0f} | {_shown(phase['server_cpu_ms_per_request'])} "
-                f"| {counts} | {flooder} |"
-            )
-    lines.append("")
-    for row in result["results"]:
-        r = row["ratios"]
-        lines.append(
-            f"- {row['gateway']}: during / without the flood: success {_shown(r['success'])}x, "
-            f"p50 {_shown(r['p50_ms'])}x, p99 {_shown(r['p99_ms'])}x, "
-            f"answered 200 per second {_shown(r['ok_per_s'])}x."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _shown(value: float | int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def run_and_write_flood(
-    cfg: FloodBenchConfig, json_path: Path, work_dir: Path | None = None
-) -> str:
-    """Run the flood benchmark, write JSON + Markdown (``.md``), return the Markdown."""
-    with tempfile.TemporaryDirectory(prefix="fedrec-bench-flood-") as tmp:
-        work = work_dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        result = run_flood_bench(cfg, work)
-    table = flood_markdown(result)
-    atomic_write(json_path, json.dumps(result, indent=2) + "\n")
-    atomic_write(json_path.with_suffix(".md"), table)
-    return table

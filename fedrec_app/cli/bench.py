@@ -6,9 +6,10 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks (quality, …)")
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = kinds.add_parser(
@@ -32,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one app run-config key for the federated run (TOML value; repeatable)",
+        help="override app run-config keys for the federated run, as `flwr run "
+        "--run-config` takes them (repeatable)",
     )
     p.add_argument("--json", type=Path, required=True, help="write the results here")
     p.set_defaults(func=_quality)
@@ -65,10 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _quality(args: argparse.Namespace) -> int:
     from fedrec_app.bench.quality import run_quality, table
+    from fedrec_app.core.config import config_args
     from fedrec_app.core.errors import FedrecError
 
     if args.num_partitions < 1:
         raise FedrecError("--num-partitions must be >= 1")
+    overrides = config_args(args.run_config)  # checked before anything starts
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-quality-") as tmp:
         work = args.work_dir or Path(tmp)
         result = run_quality(
@@ -80,29 +84,11 @@ def _quality(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             checkpoint=args.checkpoint,
             timeout=args.timeout,
-            run_config=_run_config(args.run_config),
+            run_config=overrides,
         )
     print(table(result))
     _write_json(args.json, result)
     return 0
-
-
-def _run_config(pairs: list[str]) -> dict:
-    """``["local-epochs=2", "catalogue='x'"]`` -> ``{"local-epochs": 2, "catalogue": "x"}``."""
-    import tomllib
-
-    from fedrec_app.core.errors import FedrecError
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            if not sep:
-                raise ValueError("expected KEY=VALUE")
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise FedrecError(f"--run-config {pair!r}: {exc}") from exc
-    return out
 
 
 def _training(args: argparse.Namespace) -> int:
@@ -121,7 +107,7 @@ def _training(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_launch(kinds: argparse._SubParsersAction) -> None:
+def _register_launch(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = kinds.add_parser(
         "launch",
         help="the default `fedrec up` to a serving gateway, with and without warm trainers",
@@ -162,13 +148,13 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_json(path: Path, result: dict) -> None:
+def _write_json(path: Path, result: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
 
 
-def _register_gateway(kinds: argparse._SubParsersAction) -> None:
+def _register_gateway(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = kinds.add_parser(
         "gateway",
         help="GET /recommend req/s and p50/p99 at several concurrencies: gateway vs seed-style",
@@ -251,7 +237,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _gateway_flood(args: argparse.Namespace) -> int:
-    from fedrec_app.bench.gateway import FloodBenchConfig, run_and_write_flood
+    from fedrec_app.bench.gateway_flood import FloodBenchConfig, run_and_write_flood
     from fedrec_app.core.errors import FedrecError
 
     if args.flood < 1 or args.flood_clients < 1 or args.requests < 1 or args.duration <= 0:
@@ -271,7 +257,7 @@ def _gateway_flood(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_foldin(kinds: argparse._SubParsersAction) -> None:
+def _register_foldin(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = kinds.add_parser(
         "fold-in",
         help="POST /recommend's fold-in against the learned user vectors on a split's test set",
