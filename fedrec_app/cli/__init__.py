@@ -16,6 +16,16 @@ from fedrec_app.core.errors import FedrecError
 
 log = logging.getLogger("fedrec")
 
+# What `fedrec --help` says (the module docstring above is for developers).
+DESCRIPTION = (
+    "fedrec: a federated movie recommender. Flower trains a Keras model on MovieLens ratings "
+    "where they lie; a gateway serves the recommendations."
+)
+EPILOG = (
+    "Start with `fedrec up` (the whole system on this machine). `fedrec COMMAND --help` "
+    "describes each command; the README has the rest."
+)
+
 # Command-group modules, in the order `fedrec --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "data",
@@ -31,7 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fedrec", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -4,20 +4,34 @@ and `fedrec partition site` (a site's own ratings into its own partition folder)
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data = subparsers.add_parser("data", help="get the MovieLens 100k data set")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     download = data_sub.add_parser(
         "download",
         help="fetch ml-100k.zip (or take --zip), verify its md5, extract into DEST/ml-100k",
     )
-    download.add_argument("--dest", type=Path, default=Path("data"), help="default: ./data")
+    download.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="the folder that holds (or will hold) ml-100k/, like `fedrec up --data` "
+        "(default: ./data)",
+    )
+    # The old name of --data: still accepted, with a deprecation note (hidden from --help).
+    download.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
     download.add_argument("--url", help="default: the GroupLens ml-100k.zip")
     download.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
-    download.add_argument("--zip", type=Path, help="use this local archive instead of the URL")
+    download.add_argument(
+        "--zip",
+        type=Path,
+        metavar="FILE",
+        help="use this local ml-100k.zip instead of the URL (offline)",
+    )
     download.set_defaults(func=_download)
 
     part = subparsers.add_parser(
@@ -68,11 +82,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from fedrec_app.core.errors import FedrecError
     from fedrec_app.data.movielens import download
 
+    data = args.data
+    if args.dest is not None:
+        print(
+            "fedrec data download: note: --dest is deprecated; use --data (the name "
+            "`fedrec up` and the other commands use)",
+            file=sys.stderr,
+        )
+        if data is not None and data != args.dest:
+            raise FedrecError(f"--data {data} and --dest {args.dest}: give one of them")
+        data = args.dest
     options = {"url": args.url, "md5": args.md5}
     result = download(
-        args.dest, zip_path=args.zip, **{k: v for k, v in options.items() if v is not None}
+        data or Path("data"),
+        zip_path=args.zip,
+        **{k: v for k, v in options.items() if v is not None},
     )
     c = result.counts
     state = "already present and valid, nothing done" if result.already_present else "ready"

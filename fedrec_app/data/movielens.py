@@ -83,25 +83,57 @@ def download(
         except FedrecError as exc:
             raise FedrecError(
                 f"{target} already exists but is not a valid MovieLens 100k folder ({exc}); "
-                "remove it or choose another --dest"
+                "remove it or choose another --data"
             ) from exc
         return DownloadResult(target, True, counts)
-    dest.mkdir(parents=True, exist_ok=True)
     md5 = md5.strip().lower()
-    if zip_path is not None:
-        archive = Path(zip_path)
-        if not archive.is_file():
-            raise FedrecError(f"{archive}: archive not found")
-        _check_md5(archive, _file_md5(archive), md5)
-        return DownloadResult(target, False, _extract(archive, target, md5, str(archive)))
-    fd, tmp_name = tempfile.mkstemp(prefix=".ml-100k.", suffix=".zip.part", dir=dest)
-    os.close(fd)
-    tmp_zip = Path(tmp_name)
+    archive = None if zip_path is None else Path(zip_path)
+    if archive is not None and not archive.is_file():
+        raise FedrecError(f"{archive}: archive not found")
+    created = _make_folder(dest)
     try:
-        _check_md5(tmp_zip, _fetch(url, tmp_zip), md5, source=url)
-        return DownloadResult(target, False, _extract(tmp_zip, target, md5, url))
-    finally:
-        tmp_zip.unlink(missing_ok=True)
+        if archive is not None:
+            _check_md5(archive, _file_md5(archive), md5)
+            return DownloadResult(target, False, _extract(archive, target, md5, str(archive)))
+        fd, tmp_name = tempfile.mkstemp(prefix=".ml-100k.", suffix=".zip.part", dir=dest)
+        os.close(fd)
+        tmp_zip = Path(tmp_name)
+        try:
+            _check_md5(tmp_zip, _fetch(url, tmp_zip), md5, source=url)
+            return DownloadResult(target, False, _extract(tmp_zip, target, md5, url))
+        finally:
+            tmp_zip.unlink(missing_ok=True)
+    except BaseException:
+        _remove_empty(created)  # a failed download leaves no empty data folder behind
+        raise
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (and missing parents); the folders it created, deepest first."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(created)
+        raise FedrecError(
+            f"--data {folder}: cannot create the data folder ({exc.strerror or exc})"
+        ) from exc
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, where they are empty (never anything else)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+_OFFLINE_HINT = (
+    "no network? download ml-100k.zip on another machine and pass --zip path/to/ml-100k.zip "
+    "(with --md5 HEX if it was repacked)"
+)
 
 
 def _fetch(url: str, out: Path) -> str:
@@ -127,9 +159,11 @@ def _fetch(url: str, out: Path) -> str:
                     received += len(chunk)
                     bar.update(len(chunk))
     except httpx.HTTPStatusError as exc:
-        raise FedrecError(f"download of {url} failed: HTTP {exc.response.status_code}") from exc
+        raise FedrecError(
+            f"download of {url} failed: HTTP {exc.response.status_code}; {_OFFLINE_HINT}"
+        ) from exc
     except httpx.HTTPError as exc:
-        raise FedrecError(f"download of {url} failed: {exc}") from exc
+        raise FedrecError(f"download of {url} failed: {exc}; {_OFFLINE_HINT}") from exc
     if total is not None and received != total:
         raise FedrecError(f"download of {url} truncated: got {received} of {total} bytes")
     log.info("downloaded %s (%d bytes)", url, received)

@@ -31,15 +31,17 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 def test_download_then_partition(synthetic_zip: Path, tmp_path: Path) -> None:
     md5 = hashlib.md5(synthetic_zip.read_bytes()).hexdigest()
     first = fedrec(
-        "data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data", cwd=tmp_path
+        "data", "download", "--zip", synthetic_zip, "--md5", md5, "--data", "data", cwd=tmp_path
     )
     assert first.returncode == 0, first.stderr
     assert "ready" in first.stdout
+    # --dest is --data's old name: still accepted, with a note
     again = fedrec(
         "data", "download", "--zip", synthetic_zip, "--md5", md5, "--dest", "data", cwd=tmp_path
     )
     assert again.returncode == 0
     assert "already present and valid" in again.stdout
+    assert "--dest is deprecated; use --data" in again.stderr
 
     args = [
         "partition",
@@ -62,9 +64,22 @@ def test_download_then_partition(synthetic_zip: Path, tmp_path: Path) -> None:
 
 
 def test_download_wrong_md5(synthetic_zip: Path, tmp_path: Path) -> None:
-    result = fedrec("data", "download", "--zip", synthetic_zip, "--dest", tmp_path / "d")
+    result = fedrec("data", "download", "--zip", synthetic_zip, "--data", tmp_path / "d")
     assert_user_error(result, "fedrec data: error:", "does not match the expected")
-    assert not (tmp_path / "d" / "ml-100k").exists()
+    assert not (tmp_path / "d").exists()
+
+
+def test_download_offline_names_zip(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1/ml-100k.zip"  # nothing listens on port 1: as offline
+    result = fedrec("data", "download", "--url", url, "--data", tmp_path / "d")
+    assert_user_error(result, f"download of {url} failed", "--zip path/to/ml-100k.zip")
+    assert not (tmp_path / "d").exists()
+
+
+def test_download_data_and_dest_disagree(tmp_path: Path) -> None:
+    result = fedrec("data", "download", "--data", tmp_path / "a", "--dest", tmp_path / "b")
+    assert_user_error(result, "give one of them")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize(

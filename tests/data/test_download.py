@@ -22,7 +22,13 @@ def md5(path: Path) -> str:
 
 
 def assert_nothing_left(dest: Path) -> None:
+    """``dest`` existed before: nothing was left in it."""
     assert not dest.exists() or list(dest.iterdir()) == []
+
+
+def assert_not_created(dest: Path) -> None:
+    """``dest`` did not exist: a failed download leaves no (empty) folder behind."""
+    assert not dest.exists(), sorted(dest.rglob("*"))
 
 
 def assert_same_files(folder: Path, source: Path) -> None:
@@ -56,7 +62,7 @@ def test_shared_repack(ml100k_zip: Path, ml100k_dir: Path, tmp_path: Path) -> No
 def test_shared_repack_refused_with_official_md5(ml100k_zip: Path, tmp_path: Path) -> None:
     with pytest.raises(FedrecError, match=f"does not match the expected {OFFICIAL_MD5}.*--md5"):
         download(tmp_path / "data", zip_path=ml100k_zip)
-    assert_nothing_left(tmp_path / "data")
+    assert_not_created(tmp_path / "data")
 
 
 def test_truncated_archive(synthetic_zip: Path, tmp_path: Path) -> None:
@@ -64,11 +70,11 @@ def test_truncated_archive(synthetic_zip: Path, tmp_path: Path) -> None:
     cut.write_bytes(synthetic_zip.read_bytes()[: synthetic_zip.stat().st_size // 2])
     with pytest.raises(FedrecError, match="md5"):
         download(tmp_path / "a", md5=md5(synthetic_zip), zip_path=cut)
-    assert_nothing_left(tmp_path / "a")
+    assert_not_created(tmp_path / "a")
     # Even when the md5 given is the truncated file's own, the archive itself is refused.
     with pytest.raises(FedrecError, match="corrupt zip archive"):
         download(tmp_path / "b", md5=md5(cut), zip_path=cut)
-    assert_nothing_left(tmp_path / "b")
+    assert_not_created(tmp_path / "b")
 
 
 def test_tampered_archive(synthetic_zip: Path, tmp_path: Path) -> None:
@@ -83,8 +89,8 @@ def test_tampered_archive(synthetic_zip: Path, tmp_path: Path) -> None:
         download(tmp_path / "a", md5=md5(synthetic_zip), zip_path=bad)
     with pytest.raises(FedrecError, match="corrupt zip archive"):
         download(tmp_path / "b", md5=md5(bad), zip_path=bad)
-    assert_nothing_left(tmp_path / "a")
-    assert_nothing_left(tmp_path / "b")
+    assert_not_created(tmp_path / "a")
+    assert_not_created(tmp_path / "b")
 
 
 def test_archive_with_foreign_layout(synthetic_ml: Path, tmp_path: Path) -> None:
@@ -93,7 +99,7 @@ def test_archive_with_foreign_layout(synthetic_ml: Path, tmp_path: Path) -> None
         zf.write(synthetic_ml / "u.data", "u.data")
     with pytest.raises(FedrecError, match="unexpected entry 'u.data'"):
         download(tmp_path / "data", md5=md5(archive), zip_path=archive)
-    assert_nothing_left(tmp_path / "data")
+    assert_not_created(tmp_path / "data")
 
 
 def test_archive_missing_files(synthetic_ml: Path, tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_archive_missing_files(synthetic_ml: Path, tmp_path: Path) -> None:
             zf.write(path, f"ml-100k/{path.name}")
     with pytest.raises(FedrecError, match="incomplete data folder"):
         download(tmp_path / "data", md5=md5(archive), zip_path=archive)
-    assert_nothing_left(tmp_path / "data")
+    assert_not_created(tmp_path / "data")
 
 
 def test_existing_invalid_folder_is_refused(
@@ -128,6 +134,22 @@ def test_altered_file_after_download(synthetic_zip: Path, tmp_path: Path) -> Non
 def test_missing_local_archive(tmp_path: Path) -> None:
     with pytest.raises(FedrecError, match="archive not found"):
         download(tmp_path / "data", zip_path=tmp_path / "nope.zip")
+    assert_not_created(tmp_path / "data")
+
+
+def test_unwritable_destination_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FedrecError, match=r"--data .*a-file/data: cannot create the data folder"):
+        download(tmp_path / "a-file" / "data", url="http://127.0.0.1:1/ml-100k.zip")
+
+
+def test_offline_download_suggests_zip_and_leaves_no_folder(tmp_path: Path) -> None:
+    """No network (nothing listens on port 1): the error names --zip, and the folders the
+    download made (here two levels) are gone again."""
+    dest = tmp_path / "new" / "data"
+    with pytest.raises(FedrecError, match=r"127\.0\.0\.1:1/ml-100k\.zip failed: .*--zip"):
+        download(dest, url="http://127.0.0.1:1/ml-100k.zip")
+    assert_not_created(tmp_path / "new")
 
 
 # ----------------------------------------------------------------------------- over HTTP
