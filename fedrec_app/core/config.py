@@ -45,6 +45,7 @@ class RunConfig:
     l2_count_power: float
     l2_ranking: float
     negatives: int
+    low_rating: float
     fraction_train: float
     min_nodes: int
     node_wait_timeout: float
@@ -77,6 +78,7 @@ class RunConfig:
             l2_count_power=self.l2_count_power,
             l2_ranking=self.l2_ranking,
             negatives=self.negatives,
+            low_rating=self.low_rating,
             learning_rate=self.learning_rate * self.lr_decay ** (server_round - 1),
             batch_size=self.batch_size,
             local_epochs=self.local_epochs,
@@ -97,7 +99,7 @@ BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "h
 
 _POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
 _POSITIVE_FLOAT = ("learning_rate", "server_lr", "node_wait_timeout", "round_timeout")
-_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking")
+_NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking", "low_rating")
 
 
 def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
