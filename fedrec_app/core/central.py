@@ -167,11 +167,19 @@ def write_central_checkpoint(
     ``signing_key`` when given."""
     from fedrec_app.core.checkpoint import write_checkpoint
     from fedrec_app.core.model import save_model_file
+    from fedrec_app.core.rated import rated_arrays
 
+    rated = pd.concat([data.train, data.val, data.test], ignore_index=True)
     arrays = {
         "item_ids": np.asarray(data.catalogue.movie_ids, np.int64),
         **result.shared_arrays,
         **result.user_arrays,
+        # what each user rated, so that the gateway never recommends it to them
+        **rated_arrays(
+            result.user_arrays["user_ids"],
+            rated["user_id"].to_numpy(),
+            rated["movie_id"].to_numpy(),
+        ),
     }
     shape = model_shape(cfg, len(result.user_arrays["user_ids"]), len(data.catalogue))
     manifest = {

@@ -2,7 +2,8 @@
 
 Layout under ``<checkpoint-dir>/<run-id>/``: ``round-NNNN/`` folders, relative symlinks
 ``latest`` and ``best``, and ``final/``. Each checkpoint folder holds ``weights.npz`` (named
-arrays, see ``fedrec_app.core.scoring``), optionally ``model.keras``, ``items.csv`` (the catalogue)
+arrays, see ``fedrec_app.core.scoring``; with user factors also each user's rated movie ids,
+``fedrec_app.core.rated``), optionally ``model.keras``, ``items.csv`` (the catalogue)
 and ``manifest.json`` (format version, model, round, metrics history, run config, catalogue
 fingerprint, sha256 of every other file). A folder is written under a temporary name and renamed
 into place, so a reader never sees half a checkpoint.
@@ -31,6 +32,7 @@ import numpy as np
 
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.files import sha256_file
+from fedrec_app.core.rated import rated_problem
 from fedrec_app.core.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, USER_ARRAYS
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
 
@@ -275,6 +277,9 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], catalogue: Catalogue, where:
         for name in USER_ARRAYS:
             if np.shape(arrays[name])[:1] != (num_users,):
                 raise CheckpointError(f"{where}: {name} rows differ from user_ids ({num_users})")
+    problem = rated_problem(arrays, catalogue.movie_ids)  # user_rated_offsets/_items
+    if problem:
+        raise CheckpointError(f"{where}: {problem}")
     for name, value in arrays.items():
         if np.asarray(value).dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise CheckpointError(f"{where}: {name} holds NaN or infinite values")

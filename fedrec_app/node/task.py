@@ -23,6 +23,7 @@ from fedrec_app.core import protocol
 from fedrec_app.core.config import RunConfig
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.metrics import EvalSums
+from fedrec_app.core.rated import rated_arrays
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.core.training import (
     SHARED_ARRAYS,
@@ -131,7 +132,11 @@ def train_round(
         }
     )
     if run_cfg.share_user_factors:
-        reply[protocol.USERS] = protocol.to_record(result.user_arrays)
+        # The rows, and which movies each of these users rated (so that the gateway never
+        # recommends them one); in private mode neither leaves the node.
+        reply[protocol.USERS] = protocol.to_record(
+            {**result.user_arrays, **_rated(result.user_arrays["user_ids"], part)}
+        )
     log.info(
         "round %d: trained %d ratings of %d users in %.1f s",
         order.round,
@@ -237,6 +242,17 @@ def _user_arrays(
         if saved[name].shape[1:] == fresh[name].shape[1:]:
             fresh[name][known] = saved[name][pos[known]]
     return fresh
+
+
+def _rated(user_ids: np.ndarray, part: Partition) -> dict[str, np.ndarray]:
+    """The movie ids each of ``user_ids`` rated at this node (train, validation and test), as
+    ``fedrec_app.core.rated``'s CSR pair."""
+    frames = [part.train, part.val, part.test]
+    return rated_arrays(
+        user_ids,
+        np.concatenate([f["user_id"].to_numpy() for f in frames]),
+        np.concatenate([f["movie_id"].to_numpy() for f in frames]),
+    )
 
 
 def _train_seed(seed: int, server_round: int, partition_index: int) -> int:

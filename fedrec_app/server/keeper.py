@@ -19,6 +19,7 @@ import numpy as np
 
 from fedrec_app.core.checkpoint import point, read_checkpoint, round_folder_name, write_checkpoint
 from fedrec_app.core.config import BEST_METRICS, ConfigError, RunConfig
+from fedrec_app.core.rated import RATED_ARRAYS
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.core.training import MODEL_TYPE, SHARED_ARRAYS, TrainConfig, model_shape
 from fedrec_app.data.catalogue import Catalogue
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINAL = "final"
+
+# A trained round waiting for its scores: shared arrays, user arrays (or None), round metrics.
+_Pending = tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ def resume_point(
         )
     users = None
     if ckpt.has_user_factors:
-        users = {name: ckpt.arrays[name] for name in ("user_ids", *USER_ARRAYS)}
+        names = ("user_ids", *USER_ARRAYS, *RATED_ARRAYS)
+        users = {name: ckpt.arrays[name] for name in names if name in ckpt.arrays}
     return ResumePoint(
         round=ckpt.round,
         shared={name: ckpt.arrays[name] for name in SHARED_ARRAYS},
@@ -94,7 +99,7 @@ class CheckpointKeeper:
     signing_key: Ed25519PrivateKey
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str = ""
-    _pending: dict[int, tuple[dict, dict | None, dict]] = field(default_factory=dict)
+    _pending: dict[int, _Pending] = field(default_factory=dict)
     _best: float | None = None
     _last: int | None = None
 

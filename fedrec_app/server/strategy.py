@@ -25,6 +25,7 @@ from fedrec_app.core import protocol
 from fedrec_app.core.config import RunConfig
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.metrics import EvalSums
+from fedrec_app.core.rated import RATED_ARRAYS, from_lists, rated_lists, rated_problem
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.server.aggregation import average_rows
 
@@ -127,7 +128,11 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Me
 def merge_users(
     previous: Mapping[str, np.ndarray] | None, updates: Sequence[Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray] | None:
-    """User rows of all nodes in one table sorted by user id; new rows replace old ones."""
+    """User rows of all nodes in one table sorted by user id; new rows replace old ones.
+
+    Each user's rated movie ids (``fedrec_app.core.rated``) come with their row; they are kept
+    only while every row kept came with them (an older table without them drops them until
+    each of its users has a newer row)."""
     tables = ([previous] if previous is not None else []) + list(updates)
     if not tables:
         return None
@@ -137,6 +142,13 @@ def merge_users(
     out = {"user_ids": ids[last]}
     for name in USER_ARRAYS:
         out[name] = np.concatenate([np.asarray(t[name]) for t in tables])[last]
+    rated: list[np.ndarray | None] = []
+    for table in tables:
+        has = all(name in table for name in RATED_ARRAYS)
+        rated.extend(rated_lists(table) if has else [None] * len(table["user_ids"]))
+    kept = [rated[i] for i in last]
+    if all(items is not None for items in kept):
+        out.update(from_lists(kept))
     return out
 
 
@@ -160,13 +172,19 @@ def aggregate(
             arrays = protocol.from_record(records[protocol.ARRAYS])
             counts = protocol.from_record(records[protocol.COUNTS])
             _check_shapes(previous, arrays, counts)
+            user_rows = (
+                protocol.from_record(records[protocol.USERS]) if protocol.USERS in records else None
+            )
+            problem = rated_problem(user_rows) if user_rows is not None else None
+            if problem:
+                raise ValueError(f"users: {problem}")
         except (KeyError, ValueError) as exc:
             failures.append(f"{node_label(node, names)}: bad reply ({exc!r})")
             continue
         usable.append(reply)
         updates.append((arrays, counts))
-        if protocol.USERS in records:
-            users.append(protocol.from_record(records[protocol.USERS]))
+        if user_rows is not None:
+            users.append(user_rows)
         metrics = reply.content.metric_records[protocol.METRICS]
         n = float(metrics.get("num-examples", 0.0))
         loss += float(metrics.get("train.loss", 0.0)) * n
