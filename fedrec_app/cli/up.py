@@ -13,7 +13,7 @@ from fedrec_app.ops.up import (  # stdlib only at import time
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "up",
         help="run the whole system on this machine (federation, training, gateway)",
@@ -99,13 +99,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other Flower run-config key (TOML value; repeatable)",
+        help="any other Flower run-config key, as `flwr run --run-config` takes it: "
+        "numbers, true/false, quoted strings (repeatable)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedrec_app.ops.up import UpOptions, parse_run_config, up
+    from fedrec_app.core.config import config_args
+    from fedrec_app.ops.up import UpOptions, up
 
     options = UpOptions(
         nodes=args.nodes,
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         superlink_port=args.superlink_port,
         run_timeout=args.run_timeout,
         warm_trainers=args.warm_trainers,
-        run_config=parse_run_config(args.run_config),
+        run_config=config_args(args.run_config),
     )
     up(options, say=lambda text: print(text, flush=True), on_ready=_show_ready)
     return 0

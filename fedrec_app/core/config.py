@@ -1,12 +1,17 @@
 """The Flower app's run-config (`[tool.flwr.app.config]`), parsed once into a typed, frozen object.
 
 Every knob is a kebab-case key in ``pyproject.toml``; ``flwr run --run-config`` may override any
-of them. ``parse_run_config`` checks types and ranges and names the offending key on error.
+of them. ``parse_run_config`` checks a whole run-config (the ServerApp's and ClientApp's
+``context.run_config``); ``config_args`` parses ``--run-config KEY=VALUE`` items of ``fedrec up``
+and ``fedrec bench`` with Flower's own parser and checks each override before anything starts.
+Every error names the offending key, an unknown key with the closest known one.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -108,26 +113,23 @@ def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
         return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
 
 
+# Each key's field type ("int", "float", "bool", "str"), by kebab-case key.
+_KINDS: dict[str, str] = {
+    field.name.replace("_", "-"): field.type if isinstance(field.type, str) else field.type.__name__
+    for field in fields(RunConfig)
+}
+# One `--run-config` item's KEY=VALUE pairs: a value may be quoted, with spaces inside.
+_PAIR = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
+
+
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """Check and convert ``context.run_config``; raise ConfigError naming the bad key."""
+    _refuse_unknown(raw)
     values: dict[str, Any] = {}
-    for field in fields(RunConfig):
-        key = field.name.replace("_", "-")
+    for key in _KINDS:
         if key not in raw:
             raise ConfigError(f"run-config: missing key '{key}'")
-        values[field.name] = _convert(key, raw[key], field.type)
-    for name in _POSITIVE_INT:
-        _require(values[name] >= 1, name, values[name], "must be >= 1")
-    for name in _POSITIVE_FLOAT:
-        _require(values[name] > 0, name, values[name], "must be > 0")
-    for name in _NON_NEGATIVE_FLOAT:
-        _require(values[name] >= 0, name, values[name], "must be >= 0")
-    _require(values["negatives"] >= 1, "negatives", values["negatives"], "must be >= 1")
-    _require(values["min_nodes"] >= 1, "min_nodes", values["min_nodes"], "must be >= 1")
-    decay = values["lr_decay"]
-    _require(0 < decay <= 1, "lr_decay", decay, "must lie in (0, 1]")
-    fraction = values["fraction_train"]
-    _require(0 < fraction <= 1, "fraction_train", fraction, "must lie in (0, 1]")
+        values[key.replace("-", "_")] = _checked(key, raw[key])
     if values["checkpoint_dir"]:  # checkpoints are never written unsigned
         key = values["signing_key"]
         _require(
@@ -138,17 +140,73 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
             "signing key on the SuperLink host (`fedrec certs` writes federation-signing.key)",
         )
         _require(Path(key).is_absolute(), "signing_key", key, "must be an absolute path")
-    _require(
-        values["best_metric"] in BEST_METRICS,
-        "best_metric",
-        values["best_metric"],
-        f"must be one of {sorted(BEST_METRICS)}",
-    )
     return RunConfig(**values)
 
 
-def _convert(key: str, value: Any, kind: Any) -> Any:
-    kind = kind if isinstance(kind, str) else kind.__name__
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Check each key and value of a partial run-config; raise ConfigError naming the bad key."""
+    _refuse_unknown(overrides)
+    for key, value in overrides.items():
+        _checked(key, value)
+
+
+def config_args(items: list[str]) -> dict[str, Any]:
+    """``--run-config`` items (``["a=1 b='x y'", "c=true"]``, or one ``.toml`` file), parsed by
+    Flower's ``parse_config_args`` as ``flwr run`` does, then checked by ``check_overrides``;
+    raise ConfigError naming the bad item or key."""
+    import click
+    from flwr.common.config import parse_config_args
+
+    if len(items) == 1 and items[0].endswith(".toml"):
+        try:
+            overrides = parse_config_args(items)
+        except (OSError, ValueError) as exc:  # tomli's decode error is a ValueError
+            raise ConfigError(f"--run-config {items[0]}: {exc}") from None
+    else:
+        overrides = {}
+        for item in items:
+            for pair in _PAIR.findall(item):
+                key, sep, value = pair.partition("=")
+                if not (key and sep and value):
+                    raise ConfigError(f"--run-config {pair!r}: expected KEY=VALUE")
+                try:
+                    overrides.update(parse_config_args([pair]))
+                except (ValueError, click.ClickException):
+                    quoted = "" if "'" in value or '"' in value else f": {key}='{value}'"
+                    raise ConfigError(
+                        f"--run-config {pair!r}: the value must be an integer, a float, "
+                        f"true/false or a quoted string{quoted}"
+                    ) from None
+    check_overrides(overrides)
+    return overrides
+
+
+def _refuse_unknown(raw: Mapping[str, Any]) -> None:
+    for key in raw:
+        if key not in _KINDS:
+            close = difflib.get_close_matches(key, _KINDS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "see docs/flower-app.md"
+            raise ConfigError(f"run-config: unknown key '{key}' ({hint})")
+
+
+def _checked(key: str, value: Any) -> Any:
+    """``value`` of ``key`` converted to its field type and checked against its range."""
+    value = _convert(key, value, _KINDS[key])
+    name = key.replace("-", "_")
+    if name in _POSITIVE_INT or key in ("negatives", "min-nodes"):
+        _require(value >= 1, name, value, "must be >= 1")
+    elif name in _POSITIVE_FLOAT:
+        _require(value > 0, name, value, "must be > 0")
+    elif name in _NON_NEGATIVE_FLOAT:
+        _require(value >= 0, name, value, "must be >= 0")
+    elif key in ("lr-decay", "fraction-train"):
+        _require(0 < value <= 1, name, value, "must lie in (0, 1]")
+    elif key == "best-metric":
+        _require(value in BEST_METRICS, name, value, f"must be one of {sorted(BEST_METRICS)}")
+    return value
+
+
+def _convert(key: str, value: Any, kind: str) -> Any:
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"run-config '{key}': expected true or false, got {value!r}")

@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -109,24 +108,6 @@ class UpOptions:
                 f"{APP_DIR}/pyproject.toml not found: `fedrec up` needs the "
                 "project's source tree (pip install -e .)"
             )
-
-
-def parse_run_config(items: list[str]) -> dict[str, ConfigValue]:
-    """`["k=v", "a=1 b='x'"]` (TOML values) -> a dict; errors name the bad item."""
-    out: dict[str, ConfigValue] = {}
-    for item in items:
-        for part in re.findall(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""", item):
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise FedrecError(f"--run-config {part!r}: expected KEY=VALUE")
-            try:
-                parsed = tomllib.loads(f"v = {value}")["v"]
-            except tomllib.TOMLDecodeError:
-                parsed = value  # a bare word is a string
-            if not isinstance(parsed, bool | int | float | str):
-                raise FedrecError(f"--run-config {part!r}: value must be a number, bool or string")
-            out[key] = parsed
-    return out
 
 
 class Progress:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from fedrec_app.core.config import ConfigError, app_defaults, parse_run_config
+from fedrec_app.core.config import (
+    ConfigError,
+    app_defaults,
+    check_overrides,
+    config_args,
+    parse_run_config,
+)
 
 
 @pytest.fixture
@@ -63,3 +71,69 @@ def test_checkpoint_dir_needs_an_absolute_signing_key(defaults: dict) -> None:
         parse_run_config({**with_dir, "signing-key": 1})
     cfg = parse_run_config({**with_dir, "signing-key": "/srv/certs/federation-signing.key"})
     assert cfg.signing_key == "/srv/certs/federation-signing.key"
+
+
+def test_unknown_key_is_named_with_the_closest_known_one(defaults: dict) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({**defaults, "num-server-round": 3})
+    assert "unknown key 'num-server-round'" in str(err.value)
+    assert "did you mean 'num-server-rounds'?" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown key 'zzz' \\(see docs/flower-app.md\\)"):
+        check_overrides({"zzz": 1})
+
+
+def test_overrides_are_checked_key_by_key() -> None:
+    check_overrides({"local-epochs": 2, "checkpoint-dir": "/srv/ckpt"})  # no signing-key: fine
+    with pytest.raises(ConfigError, match="'local-epochs': must be >= 1, got 0"):
+        check_overrides({"local-epochs": 0})
+    with pytest.raises(ConfigError, match="'best-metric': must be one of"):
+        check_overrides({"best-metric": "auc"})
+
+
+def test_config_args_parse_as_flower_does() -> None:
+    parsed = config_args(
+        [
+            "num-server-rounds=3 share-user-factors=false",
+            "catalogue='/srv/my data/items.csv' best-metric=\"ndcg@10\"",
+            "learning-rate=0.01",
+            "lr-decay=1",
+        ]
+    )
+    assert parsed == {
+        "num-server-rounds": 3,
+        "share-user-factors": False,
+        "catalogue": "/srv/my data/items.csv",
+        "best-metric": "ndcg@10",
+        "learning-rate": 0.01,
+        "lr-decay": 1,
+    }
+    assert config_args([]) == {}
+
+
+def test_config_args_read_a_toml_file_as_flower_does(tmp_path: Path) -> None:
+    path = tmp_path / "overrides.toml"
+    path.write_text('local-epochs = 2\ncatalogue = "/srv/items.csv"\n')
+    assert config_args([str(path)]) == {"local-epochs": 2, "catalogue": "/srv/items.csv"}
+    with pytest.raises(ConfigError, match="--run-config .*missing.toml"):
+        config_args([str(tmp_path / "missing.toml")])
+    path.write_text("local-epochs = \n")
+    with pytest.raises(ConfigError, match="overrides.toml"):
+        config_args([str(path)])
+
+
+@pytest.mark.parametrize(
+    ("items", "says"),
+    [
+        (["num-server-rounds=3 rounds"], "--run-config 'rounds': expected KEY=VALUE"),
+        (["=3"], "--run-config '=3': expected KEY=VALUE"),
+        (["catalogue=/srv/items.csv"], "quoted string: catalogue='/srv/items.csv'"),
+        (["local-epochs=[1,2]"], "--run-config 'local-epochs=[1,2]': the value must be"),
+        (["num-server-round=3"], "unknown key 'num-server-round' (did you mean"),
+        (["local-epochs='2'"], "'local-epochs': expected an integer, got '2'"),
+        (["fraction-train=1.5"], "'fraction-train': must lie in (0, 1]"),
+    ],
+)
+def test_bad_config_args_name_the_item_or_key(items: list[str], says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_args(items)
+    assert says in str(err.value)

@@ -21,34 +21,12 @@ from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.signing import load_verify_key
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.ops.federation import free_port
-from fedrec_app.ops.up import UpOptions, exposure_warning, parse_run_config, server_line
+from fedrec_app.ops.up import UpOptions, exposure_warning, server_line
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- unit
-
-
-def test_run_config_items_are_toml_typed() -> None:
-    parsed = parse_run_config(
-        [
-            "batch-size=128 share-user-factors=false",
-            "best-metric='ndcg@10'",
-            "learning-rate=0.01",
-            "catalogue=/x/items.csv",
-        ]
-    )
-    assert parsed == {
-        "batch-size": 128,
-        "share-user-factors": False,
-        "best-metric": "ndcg@10",
-        "learning-rate": 0.01,
-        "catalogue": "/x/items.csv",
-    }
-    with pytest.raises(FedrecError, match="KEY=VALUE"):
-        parse_run_config(["rounds"])
-    with pytest.raises(FedrecError, match="number, bool or string"):
-        parse_run_config(["x=[1,2]"])
 
 
 @pytest.mark.parametrize(
