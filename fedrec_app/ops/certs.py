@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,26 @@ def _refuse_existing(paths: list[Path], hint: str) -> None:
         raise FedrecError(f"refusing to overwrite {', '.join(existing)} ({hint})")
 
 
+def writable_folder(out: Path, flag: str = "--out") -> Path:
+    """Create ``out`` when missing and check that files can be made in it: a bad ``flag`` is a
+    clear error before any key is generated, never a traceback or half a CA."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FedrecError(f"{flag} {out}: exists and is not a folder")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FedrecError(f"{flag} {out}: {parent} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise FedrecError(
+            f"{flag} {out}: cannot write certificates or keys there ({exc.strerror or exc})"
+        ) from None
+    return out
+
+
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
@@ -235,6 +256,7 @@ def make_certs(out: Path, sans: list[str] | tuple[str, ...] = (), force: bool = 
             "node must then be given the new ca.crt",
         )
     _existing_signing_pair(paths)  # a broken pair stops us before anything is written
+    writable_folder(paths.out)
     ca_key, ca_cert = _new_ca()
     server_key, server_cert = _issue_server(ca_key, ca_cert, entries)
     atomic_write(paths.ca_key, _pem_key(ca_key), PRIVATE)
@@ -283,6 +305,7 @@ def make_signing_key(out: Path, force: bool = False) -> CertPaths:
             [paths.signing_key, paths.signing_pub],
             "pass --force to replace the signing key; every gateway then needs the new .pub",
         )
+    writable_folder(paths.out)
     key = new_signing_key()
     atomic_write(paths.signing_key, private_pem(key), PRIVATE)
     atomic_write(paths.signing_pub, public_pem(key.public_key()), PUBLIC)
@@ -330,6 +353,7 @@ def issue_server_cert(
         ) from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise FedrecError(f"{paths.ca_key}: not an EC private key made by `fedrec certs`")
+    writable_folder(paths.out)
     key, cert = _issue_server(ca_key, ca_cert, entries)
     _write_server(cert_path, key_path, key, cert)
     log.info(
@@ -391,6 +415,7 @@ def make_node_keys(out: Path, names: list[str] | tuple[str, ...]) -> list[NodeKe
         [p for k in keys for p in (k.private, k.public)],
         "a registered key cannot be reused; pick new names or delete the old pair",
     )
+    writable_folder(out)
     for key in keys:
         private = ec.generate_private_key(ec.SECP384R1())
         private_bytes = private.private_bytes(
