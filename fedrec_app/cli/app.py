@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     app = subparsers.add_parser(
         "app",
         help="the Flower app's FAB hash, for a SuperNode's allowlist of approved apps",

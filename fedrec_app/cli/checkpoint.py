@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     checkpoint = subparsers.add_parser(
         "checkpoint",
         help="publish a checkpoint to a gateway's serving folder",

@@ -10,7 +10,7 @@ from fedrec_app.core.errors import FedrecError
 DEFAULT_CERT, DEFAULT_KEY = Path("certs/server.pem"), Path("certs/server.key")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gateway",
         help="serve recommendations from a checkpoint (FastAPI, numpy; no TensorFlow)",

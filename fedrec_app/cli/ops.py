@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from fedrec_app.ops.manifest import Manifest
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     certs = subparsers.add_parser(
         "certs",
         help="make a CA, a SuperLink server certificate and the checkpoint-signing key",

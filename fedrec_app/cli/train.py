@@ -13,7 +13,7 @@ from fedrec_app.core.training import TrainConfig
 _HYPER = tuple(f for f in dataclasses.fields(TrainConfig) if f.name not in ("local_epochs", "seed"))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "train-central",
         help="train the model centrally on a split (epochs chosen on validation); print metrics",

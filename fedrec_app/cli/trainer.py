@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "trainer",
         help="run a SuperNode's warm trainer: serves its ClientApps over a Unix socket",

@@ -177,7 +177,9 @@ def make_site_partition(
     return SiteResult(out, False, manifest)
 
 
-def _existing_folder(out: Path, origin: dict[str, Any], catalogue: Catalogue) -> dict | None:
+def _existing_folder(
+    out: Path, origin: dict[str, Any], catalogue: Catalogue
+) -> dict[str, Any] | None:
     """The manifest of ``out`` when it already holds this very folder; None when it is free."""
     if not existing_output(out, "partition folder"):
         return None

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedrec_app.core.config import APP_DIR
 from fedrec_app.core.errors import FedrecError
@@ -466,7 +467,11 @@ class LocalFederation:
 
     def wait_online(self, names: Sequence[str] | None = None, timeout: float | None = None) -> None:
         """Wait until `flwr supernode list` shows these nodes (default: all) online."""
-        wanted = {self.nodes[n].node_id for n in (names if names is not None else self.nodes)}
+        ids = {n: self.nodes[n].node_id for n in (names if names is not None else self.nodes)}
+        wanted = {node_id for node_id in ids.values() if node_id is not None}
+        if len(wanted) < len(ids):
+            unregistered = sorted(n for n, node_id in ids.items() if node_id is None)
+            raise ProcessError(f"nodes {unregistered} have no node id: register them first")
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         while True:
             online = {n["node-id"] for n in self.cli.nodes() if n.get("status") == "online"}
@@ -507,7 +512,7 @@ class LocalFederation:
         run_config: Mapping[str, ConfigValue] | None = None,
         timeout: float = 600.0,
         check: bool = True,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Submit a run and wait for it to finish; its `flwr ls` record (+ `seconds`).
 
         With `check`, anything but `finished:completed` raises with the run's own details.

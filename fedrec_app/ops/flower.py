@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.files import atomic_write
@@ -268,7 +269,7 @@ class FlwrCli:
             lines.append(f"root-certificates = {json.dumps(str(Path(ca_cert).resolve()))}")
         return atomic_write(self.config_path, "\n".join(lines) + "\n", 0o600)
 
-    def _call(self, *args: str, timeout: float | None = None) -> dict:
+    def _call(self, *args: str, timeout: float | None = None) -> dict[str, Any]:
         argv = [flower_bin("flwr"), *args, "--format", "json"]
         result = self._exec(argv, timeout)
         payload = _parse_json(result.stdout)
@@ -300,7 +301,7 @@ class FlwrCli:
         )
         return str(payload["node-id"])
 
-    def nodes(self) -> list[dict]:
+    def nodes(self) -> list[dict[str, Any]]:
         """`flwr supernode list`: dicts with `node-id` and `status` (online/offline/registered)."""
         return list(self._call("supernode", "list", self.connection)["nodes"])
 
@@ -311,14 +312,14 @@ class FlwrCli:
             args += ["--run-config", format_config(run_config)]
         return str(self._call(*args)["run-id"])
 
-    def status(self, run_id: str) -> dict:
+    def status(self, run_id: str) -> dict[str, Any]:
         """The run's `flwr ls --run-id` record: `status`, `status-details`, timings, traffic."""
         runs = self._call("ls", self.connection, "--run-id", str(run_id))["runs"]
         if not runs:
             raise FlowerCliError(f"run {run_id} not found on {self.connection}")
         return dict(runs[0])
 
-    def wait(self, run_id: str, timeout: float, poll: float = 2.0) -> dict:
+    def wait(self, run_id: str, timeout: float, poll: float = 2.0) -> dict[str, Any]:
         """Poll until the run's status starts with `finished:`; stop it if `timeout` passes."""
         deadline = time.monotonic() + timeout
         while True:
@@ -342,7 +343,7 @@ class FlwrCli:
         return self._exec(argv, None).stdout
 
 
-def _parse_json(text: str) -> dict | None:
+def _parse_json(text: str) -> dict[str, Any] | None:
     """The first JSON object in `text` (Flower may print other lines before it)."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"^\s*\{", text, flags=re.MULTILINE):
