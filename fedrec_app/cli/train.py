@@ -55,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _train_central(args: argparse.Namespace) -> int:
+    # TensorFlow (seconds to import) loads only once the arguments and the data are good.
     from fedrec_app.core.central import load_central_data, train_central, write_central_checkpoint
     from fedrec_app.core.errors import FedrecError
-    from fedrec_app.core.model import configure_device
 
     try:
         cfg = TrainConfig(seed=args.seed, **{f.name: getattr(args, f.name) for f in _HYPER})
@@ -72,8 +72,10 @@ def _train_central(args: argparse.Namespace) -> int:
         if args.out is None:
             raise FedrecError("--signing-key signs the --out checkpoint: give --out too")
         signing_key = load_signing_key(args.signing_key)
-    configure_device(threads=2)
     data = load_central_data(args.data, args.split, args.seed, args.val_fraction)
+    from fedrec_app.core.model import configure_device
+
+    configure_device(threads=2)
     result = train_central(data, cfg, max_epochs=args.epochs, patience=args.patience)
     m = result.metrics
     print(

@@ -58,3 +58,36 @@ def test_certs_refuse_a_read_only_folder(tmp_path: Path) -> None:
     result = fedrec("certs", "--out", locked / "certs")
     assert_user_error(result, f"--out {locked / 'certs'}: cannot write certificates or keys")
     assert list(locked.iterdir()) == []
+
+
+_NO_TENSORFLOW = """
+import sys
+from fedrec_app.cli import main
+code = main(sys.argv[1:])
+print("exit", code, "tensorflow loaded" if "tensorflow" in sys.modules else "no tensorflow")
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--data", "{tmp}/missing"], "data folder {tmp}/missing not found"),
+        (["--data", "{ml}", "--split", "u9"], "unknown split 'u9'"),
+    ],
+)
+def test_train_central_checks_its_data_before_loading_tensorflow(
+    tmp_path: Path, synthetic_ml: Path, extra: list[str], fragment: str
+) -> None:
+    """A missing data folder or a bad split is refused at once: TensorFlow (seconds to import)
+    is never loaded for it."""
+    args = [a.format(tmp=tmp_path, ml=synthetic_ml) for a in extra]
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_TENSORFLOW, "train-central", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert fragment.format(tmp=tmp_path) in result.stderr, result.stderr
+    assert result.stdout.split("\n")[-2] == "exit 2 no tensorflow", result.stdout
