@@ -34,6 +34,8 @@ from fedrec_app.core.training import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from fedrec_app.data.catalogue import Catalogue
+
 log = logging.getLogger(__name__)
 
 RANKING_ARRAYS: tuple[str, ...] = ("item_rank_embedding", "item_rank_bias", "user_rank_embedding")
@@ -57,7 +59,7 @@ class CentralData:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
-    catalogue: object
+    catalogue: Catalogue
 
 
 def load_central_data(

@@ -100,7 +100,8 @@ def write_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     tmp.chmod(FOLDER_MODE)  # mkdtemp makes it 0700: the gateway's group must read it
     try:
-        np.savez(tmp / WEIGHTS, **{name: np.asarray(value) for name, value in arrays.items()})
+        arrays_np = {name: np.asarray(value) for name, value in arrays.items()}
+        np.savez(tmp / WEIGHTS, allow_pickle=False, **arrays_np)
         write_catalogue_csv(catalogue, tmp / ITEMS)
         if write_model is not None:
             write_model(tmp / MODEL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,11 @@ class EvalSums:
     @classmethod
     def from_dict(cls, values: dict[str, float]) -> EvalSums:
         ints = {"num_ratings", "num_users", "k"}
-        return cls(
-            **{f.name: (int if f.name in ints else float)(values[f.name]) for f in fields(cls)}
-        )
+        # int or float per field: the names decide, so a mapping of one value type cannot
+        kwargs: dict[str, Any] = {
+            f.name: (int if f.name in ints else float)(values[f.name]) for f in fields(cls)
+        }
+        return cls(**kwargs)
 
     def finalize(self) -> dict[str, float]:
         """rmse, mae, hr@k, p@k, r@k, ndcg@k (NaN where there is nothing to average)."""

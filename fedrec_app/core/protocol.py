@@ -54,7 +54,7 @@ APP_NOT_APPROVED = "app-not-approved"
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     """Named arrays as an ArrayRecord of one Array (an uncompressed .npz archive)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    np.savez(buffer, allow_pickle=False, **{n: np.asarray(v) for n, v in arrays.items()})
     return ArrayRecord({PACKED: Array(np.frombuffer(buffer.getbuffer(), np.uint8))})
 
 
@@ -100,7 +100,9 @@ def read_eval_sums(metrics: MetricRecord | Mapping[str, float]) -> dict[str, Eva
     for split in EVAL_SPLITS:
         prefix = f"{split}."
         values = {
-            key[len(prefix) :]: float(v) for key, v in metrics.items() if key.startswith(prefix)
+            key[len(prefix) :]: float(v)
+            for key, v in metrics.items()
+            if key.startswith(prefix) and isinstance(v, int | float)
         }
         if values:
             out[split] = EvalSums.from_dict(values)

@@ -38,7 +38,8 @@ def predict_ratings(
         + arrays["item_bias"][items]
         + arrays["item_embedding"][items] @ user_vector
     )
-    return np.clip(raw, RATING_MIN, RATING_MAX)
+    ratings: np.ndarray = np.clip(raw, RATING_MIN, RATING_MAX)
+    return ratings
 
 
 def ranking_scores(
@@ -47,7 +48,10 @@ def ranking_scores(
     items: np.ndarray | slice = slice(None),
 ) -> np.ndarray:
     """Ranking scores of one user, given its ranking-head vector, for ``items`` (default: all)."""
-    return arrays["item_rank_embedding"][items] @ user_rank_vector + arrays["item_rank_bias"][items]
+    scores: np.ndarray = (
+        arrays["item_rank_embedding"][items] @ user_rank_vector + arrays["item_rank_bias"][items]
+    )
+    return scores
 
 
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -85,4 +89,5 @@ def predict_pairs(
             "ij,ij->i", arrays["user_embedding"][user_rows], arrays["item_embedding"][item_rows]
         )
     )
-    return np.clip(raw, RATING_MIN, RATING_MAX)
+    ratings: np.ndarray = np.clip(raw, RATING_MIN, RATING_MAX)
+    return ratings

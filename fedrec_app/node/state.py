@@ -87,5 +87,5 @@ def save_state(state_dir: Path, key: str, state: NodeState) -> Path:
         **{f"{_OPT}{name}": np.asarray(value) for name, value in state.optimizer.items()},
     }
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     return atomic_write(path, buffer.getvalue(), mode=0o600)  # user rows never leave the node
