@@ -1,23 +1,32 @@
 """The federation manifest (`deploy/federation.yaml`): which host runs which role, with what files.
 
-`load_manifest(path)` checks structure and types (unknown or missing fields are errors naming
-the field); `Manifest.check(role, name)` then checks what that role needs on this host
-(readable certificates and keys, SANs that cover the dialled addresses) before anything starts.
-Relative paths resolve against `root`, itself relative to the manifest's folder.
+`load_manifest(path)` checks structure and types against the pydantic schema in
+`manifest_schema` (unknown or missing fields are errors naming the field path, e.g.
+`supernodes[1].data-path`); `Manifest.check(role, name)` then checks what that role needs on
+this host (readable certificates and keys, SANs that cover the dialled addresses) before
+anything starts. Relative paths resolve against `root`, itself relative to the manifest's folder.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from fedrec_app.core.errors import FedrecError
+from fedrec_app.ops.flower import host_port
+from fedrec_app.ops.manifest_schema import (
+    FederationDoc,
+    GatewayDoc,
+    SuperLinkDoc,
+    SuperNodeDoc,
+    problems,
+)
 
 ROLES = ("superlink", "proxy", "supernode", "register", "gateway")
 
@@ -269,69 +278,6 @@ def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, san: str) -> boo
         return False
 
 
-class _Reader:
-    """Typed access to one mapping of the YAML, with errors naming `prefix.key`."""
-
-    def __init__(self, manifest: Path, root: Path, data: Any, prefix: str) -> None:
-        self.manifest, self.root, self.prefix = manifest, root, prefix
-        if not isinstance(data, Mapping):
-            raise self.error(prefix, f"must be a mapping, got {type(data).__name__}")
-        self.data = data
-        self.used: set[str] = set()
-
-    def error(self, field_name: str, message: str) -> ManifestError:
-        return ManifestError(f"{self.manifest}: {field_name}: {message}")
-
-    def _field(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix else key
-
-    def get(
-        self,
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-        check: Callable[[Any], str | None] | None = None,
-    ) -> Any:
-        self.used.add(key)
-        if key not in self.data or self.data[key] is None:
-            if default is ...:
-                raise self.error(self._field(key), "missing (required)")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(self._field(key), f"must be {names}, got {value!r}")
-        problem = check(value) if check else None
-        if problem:
-            raise self.error(self._field(key), problem)
-        return value
-
-    def path(self, key: str, default: Any = ...) -> Path:
-        value = self.get(key, str, default)
-        if value is None or isinstance(value, Path):
-            return value
-        if not value.strip():
-            raise self.error(self._field(key), "must not be empty")
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else (self.root / path).resolve()
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.error(
-                self._field(unknown[0]), f"unknown field (known: {', '.join(sorted(self.used))})"
-            )
-
-
-def _port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a port number 1-65535"
-
-
-def _address(value: str) -> str | None:
-    return None if value.strip() and " " not in value else "must be an IP address or DNS name"
-
-
 def load_manifest(path: Path) -> Manifest:
     """Read and validate a manifest's structure (file checks per role: `Manifest.check`)."""
     path = Path(path)
@@ -341,88 +287,93 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-    top = _Reader(path, path.parent, data, "")
-    root_value = top.get("root", str, ".")
-    root = (path.parent.resolve() / os.path.expanduser(root_value)).resolve()
-    top.root = root
+    try:
+        doc = FederationDoc.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError("\n".join(f"{path}: {line}" for line in problems(exc))) from None
+    root = (path.parent.resolve() / os.path.expanduser(doc.root)).resolve()
 
-    sl = _Reader(path, root, top.get("superlink", dict), "superlink")
-    address = sl.get("address", str, check=_address)
-    port = sl.get("port", int, check=_port)
-    database = sl.path("database")
-    superlink = SuperLinkSpec(
-        address=address,
-        port=port,
-        bind=sl.get("bind", str, address, check=_address),
-        control_port=sl.get("control-port", int, 9092, check=_port),
-        ca_cert=sl.path("ca-cert"),
-        server_cert=sl.path("server-cert"),
-        server_key=sl.path("server-key"),
-        database=database,
-        home=sl.path("flwr-home", database.parent),
-        log_file=sl.path("log-file", None),
-        proxy_dir=sl.path("proxy-dir", database.parent / "proxy"),
-    )
-    sl.done()
-    dial = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    def resolve(text: str) -> Path:
+        written = Path(os.path.expanduser(text))
+        return written if written.is_absolute() else (root / written).resolve()
 
-    raw_nodes = top.get("supernodes", list, check=lambda v: None if v else "must not be empty")
+    superlink = _superlink_spec(doc.superlink, resolve)
+    dial = host_port(superlink.address, superlink.port)
     nodes: list[SuperNodeSpec] = []
-    for i, raw in enumerate(raw_nodes):
-        nd = _Reader(path, root, raw, f"supernodes[{i}]")
-        name = nd.get(
-            "name",
-            str,
-            check=lambda v: (
-                None if v.strip() and "/" not in v else "must be a non-empty name without '/'"
-            ),
-        )
-        if any(n.name == name for n in nodes):
-            raise nd.error(f"supernodes[{i}].name", f"{name!r} appears twice")
-        state_dir = nd.path("state-dir")
-        private_key = nd.path("private-key")
-        nodes.append(
-            SuperNodeSpec(
-                name=name,
-                superlink=nd.get("superlink", str, dial, check=_address),
-                ca_cert=nd.path("ca-cert", superlink.ca_cert),
-                private_key=private_key,
-                public_key=nd.path("public-key", private_key.with_name(private_key.name + ".pub")),
-                data_path=nd.path("data-path"),
-                state_dir=state_dir,
-                home=nd.path("flwr-home", state_dir / "flwr-home"),
-                gpu=nd.get("gpu", int, -1),
-                runtime_port=nd.get("runtime-port", int, 9094, check=_port),
-                max_wait_time=float(
-                    nd.get(
-                        "max-wait-time",
-                        (int, float),
-                        600,
-                        check=lambda v: None if v > 0 else "must be > 0",
-                    )
-                ),
-                approved_apps=nd.path("approved-apps", state_dir / "approved-apps.txt"),
-            )
-        )
-        nd.done()
-
-    cli_home = top.path("cli-home", superlink.home.parent / "cli")
+    for i, node in enumerate(doc.supernodes):
+        if any(n.name == node.name for n in nodes):
+            raise ManifestError(f"{path}: supernodes[{i}].name: {node.name!r} appears twice")
+        nodes.append(_supernode_spec(node, resolve, superlink.ca_cert, dial))
     gateway = None
-    if "gateway" in top.data:
-        gw = _Reader(path, root, top.get("gateway", dict), "gateway")
-        tls = gw.get("tls", bool, True)
-        gateway = GatewaySpec(
-            host=gw.get("host", str, check=_address),
-            port=gw.get("port", int, check=_port),
-            checkpoint=gw.path("checkpoint"),
-            tls=tls,
-            cert=gw.path("cert") if tls else gw.path("cert", None),
-            key=gw.path("key") if tls else gw.path("key", None),
-            api_key_file=gw.path("api-key-file", None),
-            verify_key=gw.path("verify-key"),
-        )
-        gw.done()
-    top.done()
+    if doc.gateway is not None:
+        for field_name in ("cert", "key"):
+            if doc.gateway.tls and getattr(doc.gateway, field_name) is None:
+                raise ManifestError(
+                    f"{path}: gateway.{field_name}: missing (required with tls: true)"
+                )
+        gateway = _gateway_spec(doc.gateway, resolve)
     return Manifest(
-        path=path, superlink=superlink, supernodes=tuple(nodes), cli_home=cli_home, gateway=gateway
+        path=path,
+        superlink=superlink,
+        supernodes=tuple(nodes),
+        cli_home=resolve(doc.cli_home) if doc.cli_home else superlink.home.parent / "cli",
+        gateway=gateway,
+    )
+
+
+def _superlink_spec(doc: SuperLinkDoc, resolve: Callable[[str], Path]) -> SuperLinkSpec:
+    database = resolve(doc.database)
+    return SuperLinkSpec(
+        address=doc.address,
+        port=doc.port,
+        bind=doc.bind or doc.address,
+        control_port=doc.control_port,
+        ca_cert=resolve(doc.ca_cert),
+        server_cert=resolve(doc.server_cert),
+        server_key=resolve(doc.server_key),
+        database=database,
+        home=resolve(doc.flwr_home) if doc.flwr_home else database.parent,
+        log_file=resolve(doc.log_file) if doc.log_file else None,
+        proxy_dir=resolve(doc.proxy_dir) if doc.proxy_dir else database.parent / "proxy",
+    )
+
+
+def _supernode_spec(
+    doc: SuperNodeDoc, resolve: Callable[[str], Path], ca_cert: Path, dial: str
+) -> SuperNodeSpec:
+    """One node's spec: its CA defaults to the SuperLink's, its address to the Fleet proxy's."""
+    state_dir = resolve(doc.state_dir)
+    private_key = resolve(doc.private_key)
+    return SuperNodeSpec(
+        name=doc.name,
+        superlink=doc.superlink or dial,
+        ca_cert=resolve(doc.ca_cert) if doc.ca_cert else ca_cert,
+        private_key=private_key,
+        public_key=(
+            resolve(doc.public_key)
+            if doc.public_key
+            else private_key.with_name(private_key.name + ".pub")
+        ),
+        data_path=resolve(doc.data_path),
+        state_dir=state_dir,
+        home=resolve(doc.flwr_home) if doc.flwr_home else state_dir / "flwr-home",
+        gpu=doc.gpu,
+        runtime_port=doc.runtime_port,
+        max_wait_time=doc.max_wait_time,
+        approved_apps=(
+            resolve(doc.approved_apps) if doc.approved_apps else state_dir / "approved-apps.txt"
+        ),
+    )
+
+
+def _gateway_spec(doc: GatewayDoc, resolve: Callable[[str], Path]) -> GatewaySpec:
+    return GatewaySpec(
+        host=doc.host,
+        port=doc.port,
+        checkpoint=resolve(doc.checkpoint),
+        tls=doc.tls,
+        cert=resolve(doc.cert) if doc.cert else None,
+        key=resolve(doc.key) if doc.key else None,
+        api_key_file=resolve(doc.api_key_file) if doc.api_key_file else None,
+        verify_key=resolve(doc.verify_key),
     )

@@ -181,6 +181,16 @@ def test_valid_manifest_builds_secure_launches(site: Path) -> None:
         ({"supernodes.0.gpu": True}, r"supernodes\[0\]\.gpu: must be int"),
         ({"gateway.tls": "yes"}, r"gateway\.tls: must be bool"),
         ({"gateway.verify-key": None}, r"gateway\.verify-key: missing"),
+        ({"supernodes.1.data-path": None}, r"supernodes\[1\]\.data-path: missing \(required\)"),
+        ({"supernodes.1.datapath": "x"}, r"supernodes\[1\]\.datapath: unknown field \(known: "),
+        ({"supernodes.0.max-wait-time": 0}, r"supernodes\[0\]\.max-wait-time: must be > 0"),
+        ({"supernodes.0.name": "a/b"}, r"supernodes\[0\]\.name: must be a non-empty name"),
+        ({"superlink.address": "10.0 .1"}, r"superlink\.address: must be an IP address"),
+        ({"superlink.database": " "}, r"superlink\.database: must not be empty"),
+        ({"supernodes": []}, r"supernodes: must not be empty"),
+        ({"superlink": [1]}, r"superlink: must be a mapping, got list"),
+        ({"gateway.cert": None}, r"gateway\.cert: missing \(required with tls: true\)"),
+        ({"cli_home": "x"}, r"cli_home: unknown field \(known: cli-home, gateway, root, "),
     ],
 )
 def test_structural_errors_name_the_field(site: Path, changes: dict, field: str) -> None:
@@ -305,6 +315,24 @@ def test_host_checks_name_the_field(
     manifest = load_manifest(_write(site, _mutated(**changes), "bad.yaml"))
     with pytest.raises(ManifestError, match=field):
         launch_for(manifest, role, name)
+
+
+def test_every_structural_error_is_named_and_no_value_takes_the_default(site: Path) -> None:
+    data = _mutated(**{"superlink.port": "9093", "supernodes.1.gpu": 1.5})
+    with pytest.raises(ManifestError) as err:
+        load_manifest(_write(site, data, "bad.yaml"))
+    lines = str(err.value).splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "superlink.port: must be int, got '9093'",
+        "supernodes[1].gpu: must be int, got 1.5",
+    ]
+    assert all(line.startswith(str(site / "bad.yaml")) for line in lines)
+    data = _mutated(**{"supernodes.1.runtime-port": 9096, "superlink.control-port": 9092})
+    data["supernodes"][0]["runtime-port"] = None  # `runtime-port:` with no value
+    manifest = load_manifest(_write(site, data, "null.yaml"))
+    assert [node.runtime_port for node in manifest.supernodes] == [9094, 9096]
+    with pytest.raises(ManifestError, match=r"null\.yaml: must be a mapping, got NoneType"):
+        load_manifest(_write(site, None, "null.yaml"))
 
 
 def test_private_key_readable_by_others_is_refused(site: Path) -> None:
