@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fedrec_app.gateway import handlers
@@ -27,6 +29,11 @@ from fedrec_app.gateway.store import ModelStore, watch
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# Swagger UI's and ReDoc's scripts and styles, installed with the gateway (fastapi-offline).
+DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS = "/docs-assets"
+# The page's links to /docs and /openapi.json, left out when those are not served.
+DOCS_LINKS_START, DOCS_LINKS_END = '<span id="api-docs">', "</span><!-- /api-docs -->"
 
 
 @asynccontextmanager
@@ -70,8 +77,8 @@ def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> Fa
         summary="Movie recommendations from a federated model, served with numpy",
         version="1",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # served below from local files (FastAPI's own pages load a CDN)
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
@@ -84,11 +91,15 @@ def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> Fa
     for module in (recommend, predict, movies, ops):
         app.include_router(module.router, dependencies=protected)
 
+    page = index_html(docs)
+
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if docs:
+        install_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -100,6 +111,47 @@ def create_app(settings: GatewaySettings, store: ModelStore | None = None) -> Fa
         RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
     return app
+
+
+def index_html(docs: bool) -> str:
+    """The web page; its links to the API description only when the gateway serves it
+    (``docs``), else they would answer 404."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if not docs:
+        start = page.index(DOCS_LINKS_START)
+        page = page[:start] + page[page.index(DOCS_LINKS_END, start) + len(DOCS_LINKS_END) :]
+    return page
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from files installed with the gateway (the
+    ``fastapi-offline`` package's copies of Swagger UI 5 and ReDoc under ``DOCS_ASSETS``), so
+    they render with no network: FastAPI's defaults load their scripts from a CDN."""
+    title = f"{app.title} · API"
+    assets = DOCS_ASSETS
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=title,
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no call to an online validator
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=title,
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.mount(assets, StaticFiles(directory=DOCS_STATIC), name="docs-assets")
 
 
 def serve(

@@ -1,12 +1,13 @@
 """The serving model: one verified checkpoint, precomputed for fast requests (numpy only).
 
-A recommendation is a few small steps: candidates (genre, exclusions) → scores (one
-matrix-vector product per head) → threshold (predicted rating >= min) → top-N (partial sort) →
-items (precomputed titles, years, genres).
+A recommendation is a few small steps: candidates (genre, exclusions, and for a known user the
+movies they rated) → scores (one matrix-vector product per head) → threshold (predicted rating
+>= min) → top-N (partial sort) → items (precomputed titles, years, genres).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from fedrec_app.core import scoring
 from fedrec_app.core.checkpoint import Checkpoint, read_checkpoint
+from fedrec_app.core.rated import RATED_ARRAYS, RATED_ITEMS, RATED_OFFSETS
 from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
 
@@ -57,9 +59,21 @@ class UserVectors:
 
 @dataclass(frozen=True)
 class Scored:
+    """One recommended item: its row, ranking score (the order) and predicted rating."""
+
     row: int
     score: float
     rating: float
+
+    @property
+    def match(self) -> int:
+        """The ranking score as 0-100: ``100 * sigmoid(score)``, rounded (the list's order)."""
+        return match_percent(self.score)
+
+
+def match_percent(score: float) -> int:
+    """``round(100 * sigmoid(score))``: how strongly the ranking head picks an item (0-100)."""
+    return int(round(100.0 / (1.0 + math.exp(-max(min(score, 50.0), -50.0)))))
 
 
 class Recommender:
@@ -83,6 +97,17 @@ class Recommender:
         else:
             self.user_ids = np.empty(0, dtype=np.int64)
             self._user_rows = {}
+        # Each user's rated movies as catalogue rows, CSR (absent in checkpoints written before
+        # nodes shared them, and in private mode, which has no user rows at all).
+        self._rated: tuple[np.ndarray, np.ndarray] | None = None
+        if checkpoint.has_user_factors and all(name in arrays for name in RATED_ARRAYS):
+            self._rated = (
+                np.asarray(arrays[RATED_OFFSETS], dtype=np.int64),
+                np.searchsorted(
+                    np.asarray(self.catalogue.movie_ids, dtype=np.int64),
+                    np.asarray(arrays[RATED_ITEMS], dtype=np.int64),
+                ),
+            )
         cat = self.catalogue
         # The year rule of read_items, also for checkpoints whose items.csv predates it (their
         # year was u.item's release date, sometimes a re-release).
@@ -112,6 +137,22 @@ class Recommender:
     @property
     def has_user_factors(self) -> bool:
         return bool(self._user_rows)
+
+    @property
+    def has_rated_movies(self) -> bool:
+        """Whether the checkpoint says which movies each user rated (GET /recommend leaves
+        them out)."""
+        return self._rated is not None
+
+    def rated_rows(self, user_id: int) -> np.ndarray:
+        """Catalogue rows of the movies ``user_id`` rated (empty when the checkpoint does not
+        say); UnknownIdsError for a user the checkpoint lacks."""
+        self.require_known(user_ids=[user_id])
+        if self._rated is None:
+            return np.empty(0, dtype=np.int64)
+        offsets, rows = self._rated
+        row = self._user_rows[user_id]
+        return rows[offsets[row] : offsets[row + 1]]
 
     @property
     def genres(self) -> tuple[str, ...]:

@@ -17,7 +17,18 @@ class Movie(BaseModel):
 
 
 class Recommendation(Movie):
-    predicted_rating: float = Field(description="Rating head, 1-5, rounded to 1 decimal")
+    """One recommended movie. The list is ordered by ``match`` (the ranking head: how likely
+    this user picks the movie); ``predicted_rating`` is the rating head's estimate of the stars
+    they would give it once seen, so a lower one may follow a higher one."""
+
+    predicted_rating: float = Field(
+        ge=1, le=5, description="Rating head's estimate, 1-5 stars, rounded to 1 decimal"
+    )
+    match: int = Field(
+        ge=0,
+        le=100,
+        description="Ranking score as 0-100 (100 * sigmoid(score), rounded): orders the list",
+    )
     score: float = Field(description="Ranking score (the order of the list)")
 
 
@@ -87,6 +98,10 @@ class Ready(BaseModel):
     created: str | None
     metrics: dict[str, Any]
     has_user_factors: bool
+    has_rated_movies: bool = Field(
+        description="The checkpoint says which movies each user rated: GET /recommend leaves "
+        "them out"
+    )
     num_items: int
     num_users: int
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from signing_keys import signing_key, verify_key_file
 
 from fedrec_app.core.checkpoint import write_checkpoint
+from fedrec_app.core.rated import from_lists
 from fedrec_app.data.catalogue import GENRES, Catalogue
 
 HISTORY_ROUNDS = 4
@@ -53,9 +54,15 @@ def make_checkpoint(
     run_id: str = "test-run",
     signed: bool = True,
     key: Ed25519PrivateKey | None = None,
+    rated: bool = True,
+    hyperparameters: dict | None = None,
 ) -> Path:
     """Write a checkpoint with random arrays (user ids 1..num_users) via the real writer,
-    signed with ``key`` (default: the test federation's key) unless not ``signed``."""
+    signed with ``key`` (default: the test federation's key) unless not ``signed``.
+
+    With user factors and ``rated``, each user has rated movies (``user_rated_*``): the two
+    movies their ranking head scores highest plus two at random, so that a list that did not
+    leave them out would show them."""
     rng = np.random.default_rng(seed)
     catalogue = small_catalogue(num_items)
 
@@ -77,6 +84,15 @@ def make_checkpoint(
             "user_bias": normal(num_users, scale=0.3),
             "user_rank_embedding": normal(num_users, rank_dim, scale=1.0),
         }
+        if rated:
+            scores = arrays["user_rank_embedding"] @ arrays["item_rank_embedding"].T
+            lists = [
+                catalogue.movie_ids[
+                    np.union1d(np.argsort(-row)[:2], rng.choice(num_items, 2, replace=False))
+                ]
+                for row in scores + arrays["item_rank_bias"]
+            ]
+            arrays |= from_lists(lists)
     history = [
         {"round": r, "rmse": 1.2 - 0.05 * r, "ndcg@10": 0.1 + 0.04 * r}
         for r in range(1, round_ + 1)
@@ -84,7 +100,10 @@ def make_checkpoint(
     manifest = {
         "run_id": run_id,
         "round": round_,
-        "model": {"type": "fedrec-mf", "hyperparameters": {"embedding_dim": dim}},
+        "model": {
+            "type": "fedrec-mf",
+            "hyperparameters": {"embedding_dim": dim, **(hyperparameters or {})},
+        },
         "metrics": history[-1] if history else {},
         "history": history,
         "run_config": {},

@@ -10,6 +10,7 @@ import pytest
 
 from fedrec_app.core import scoring
 from fedrec_app.core.checkpoint import read_checkpoint
+from fedrec_app.core.rated import rated_lists
 from fedrec_app.data.catalogue import movie_year
 
 
@@ -25,13 +26,16 @@ def client(gateway):
 
 
 def expected_top(ckpt, user_id: int, n: int, min_rating: float = 2.0) -> list[int]:
-    """Movie ids the contract asks for, computed from the checkpoint's arrays directly."""
+    """Movie ids the contract asks for, computed from the checkpoint's arrays directly: by
+    ranking score, predicted rating >= ``min_rating``, never a movie the user rated."""
     a = ckpt.arrays
     row = int(np.flatnonzero(a["user_ids"] == user_id)[0])
     scores = scoring.ranking_scores(a, a["user_rank_embedding"][row])
     ratings = scoring.predict_ratings(a, a["user_embedding"][row], a["user_bias"][row])
+    rated = set(rated_lists(a)[row].tolist())
     order = [i for i in np.argsort(-scores, kind="stable") if ratings[i] >= min_rating]
-    return [int(ckpt.catalogue.movie_ids[i]) for i in order[:n]]
+    movies = [int(ckpt.catalogue.movie_ids[i]) for i in order]
+    return [m for m in movies if m not in rated][:n]
 
 
 def test_seed_example_request(client, ckpt) -> None:
@@ -51,6 +55,33 @@ def test_seed_example_request(client, ckpt) -> None:
         assert rec["predicted_rating"] == round(rec["predicted_rating"], 1)
     scores = [r["score"] for r in recs]
     assert scores == sorted(scores, reverse=True)
+    matches = [r["match"] for r in recs]  # the order, as 0-100, beside the predicted stars
+    assert matches == sorted(matches, reverse=True) and all(0 <= m <= 100 for m in matches)
+    assert matches == [round(100 / (1 + np.exp(-s))) for s in scores]
+
+
+def test_no_user_is_recommended_a_movie_they_rated(client, ckpt) -> None:
+    rated = rated_lists(ckpt.arrays)
+    assert client.get("/readyz").json()["has_rated_movies"] is True
+    for row, user_id in enumerate(ckpt.arrays["user_ids"].tolist()):
+        recs = client.get("/recommend", params={"user_id": user_id, "n": 20}).json()
+        ids = {r["movie_id"] for r in recs["recommendations"]}
+        assert ids and not ids & set(rated[row].tolist()), user_id
+    # the checkpoint's rated movies include each user's two best-scored: they would be first
+    a = ckpt.arrays
+    row = int(np.flatnonzero(a["user_ids"] == 4)[0])
+    best = np.argsort(-scoring.ranking_scores(a, a["user_rank_embedding"][row]))[0]
+    assert int(ckpt.catalogue.movie_ids[best]) in rated[row].tolist()
+
+
+def test_a_checkpoint_without_rated_movies_still_serves(
+    checkpoint_factory, gateway_factory, tmp_path
+) -> None:
+    folder = checkpoint_factory(tmp_path / "final", rated=False)
+    with gateway_factory(folder).client() as client:
+        assert client.get("/readyz").json()["has_rated_movies"] is False
+        recs = client.get("/recommend", params={"user_id": 4}).json()["recommendations"]
+        assert len(recs) == 5
 
 
 def test_n_defaults_to_5_and_allows_20(client, ckpt) -> None:
@@ -207,6 +238,7 @@ def test_recommend_response_fields_unchanged(client) -> None:
             "predicted_rating",
             "year",
             "genres",
+            "match",
             "score",
         }
 
@@ -282,6 +314,20 @@ def test_page_and_static_files(client) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert "Content-Security-Policy" in page.text  # the page's own CSP (meta tag)
     assert client.get("/static/app.js").status_code == 200
+    assert 'href="/docs"' in page.text  # docs are served here (no API keys): linked
+
+
+def test_docs_are_served_from_local_files(client) -> None:
+    """/docs and /redoc load Swagger UI and ReDoc from the gateway itself, never a CDN."""
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert urls and all(u.startswith("/") for u in urls), urls
+        assert "cdn" not in page.text.lower() and "fonts.googleapis" not in page.text
+        for url in urls:
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 1000, url
     assert (
         "access-control-allow-origin"
         not in client.get("/readyz", headers={"Origin": "http://evil.example"}).headers

@@ -135,11 +135,15 @@ def test_api_docs_are_closed_with_keys_unless_opened(
             assert client.get(path).status_code == 404, path
             assert client.get(path, headers=good).status_code == 404, path
         assert client.get("/recommend", params={"user_id": 4}, headers=good).status_code == 200
+        page = client.get("/").text  # the page links no docs that would answer 404
+        assert 'href="/docs"' not in page and 'href="/openapi.json"' not in page
+        assert 'href="/readyz"' in page
     for gw in (opened, keyless):
         with gw.client() as client:
             for path in docs:
                 assert client.get(path).status_code == 200, path
             schema = client.get("/openapi.json").json()
             assert "/recommend" in schema["paths"]
+            assert 'href="/docs"' in client.get("/").text
     with opened.client() as client:  # opening the docs opens nothing else
         assert client.get("/recommend", params={"user_id": 4}).status_code == 401

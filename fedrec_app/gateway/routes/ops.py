@@ -53,6 +53,7 @@ def _summary(recommender: Recommender) -> dict:
         "created": manifest.get("created"),
         "metrics": manifest.get("metrics") or {},
         "has_user_factors": recommender.has_user_factors,
+        "has_rated_movies": recommender.has_rated_movies,
         "num_items": recommender.num_items,
         "num_users": len(recommender.user_ids),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
 from fedrec_app.gateway.deps import RecommenderDep, SettingsDep
@@ -25,7 +26,9 @@ async def recommend_for_user(
     settings: SettingsDep,
     query: Annotated[RecommendQuery, Query()],
 ) -> UserRecommendations:
-    """Top-``n`` movies for ``user_id`` by ranking score, predicted rating >= the threshold.
+    """Top-``n`` movies for ``user_id`` by ranking score (``match``), predicted rating >= the
+    threshold, never a movie the user rated (when the checkpoint says which: ``/readyz``'s
+    ``has_rated_movies``) nor one of ``exclude``.
 
     An unknown user and unknown ``exclude`` ids are named together (404); an unknown genre is
     422 (``Recommender.checked_genre``, as for GET /movies)."""
@@ -38,7 +41,10 @@ async def recommend_for_user(
         )
     recommender.require_known(user_ids=[user_id], movie_ids=query.exclude)  # 404 naming all
     user = recommender.user(user_id)
-    candidates = recommender.candidates(query.genre, recommender.item_rows(query.exclude))
+    exclude = np.concatenate(
+        [recommender.item_rows(query.exclude), recommender.rated_rows(user_id)]
+    )
+    candidates = recommender.candidates(query.genre, exclude)
     scored = recommender.recommend(user, query.n, settings.min_rating, candidates)
     return UserRecommendations(user_id=user_id, recommendations=_items(recommender, scored))
 
@@ -61,7 +67,10 @@ async def recommend_from_ratings(
 def _items(recommender: Recommender, scored: list[Scored]) -> list[Recommendation]:
     return [
         Recommendation(
-            **recommender.items[s.row], predicted_rating=round(s.rating, 1), score=s.score
+            **recommender.items[s.row],
+            predicted_rating=round(s.rating, 1),
+            match=s.match,
+            score=s.score,
         )
         for s in scored
     ]
