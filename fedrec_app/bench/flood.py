@@ -106,7 +106,7 @@ async def flood(
     host: str = "127.0.0.1",
     trickle: float = 1.0,
     retry: float = 1.0,
-) -> dict[str, float | int | None]:
+) -> dict[str, str | float | int | None]:
     """Run the flood for ``duration`` seconds and summarise it."""
     if not (is_loopback(host) and is_loopback(source)):
         raise ValueError(f"{host} from {source}: the flood only runs over loopback")

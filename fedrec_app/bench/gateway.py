@@ -65,14 +65,14 @@ def synthetic_checkpoint(folder: Path, seed: int = 0, keras: bool = True) -> Pat
     def normal(*shape: int, scale: float = 0.1) -> np.ndarray:
         return rng.normal(0.0, scale, shape).astype(np.float32)
 
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "item_ids": ids,
         "user_ids": np.arange(1, ML100K_USERS + 1),
         "item_embedding": normal(ML100K_ITEMS, cfg.embedding_dim),
         "item_bias": normal(ML100K_ITEMS, scale=0.3),
         "item_rank_embedding": normal(ML100K_ITEMS, cfg.rank_dim, scale=0.3),
         "item_rank_bias": normal(ML100K_ITEMS, scale=0.3),
-        "global_bias": np.float32(3.5),
+        "global_bias": np.asarray(3.5, np.float32),
         "user_embedding": normal(ML100K_USERS, cfg.embedding_dim),
         "user_bias": normal(ML100K_USERS, scale=0.2),
         "user_rank_embedding": normal(ML100K_USERS, cfg.rank_dim, scale=0.3),
@@ -100,7 +100,8 @@ def free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -152,7 +153,7 @@ def run_load(
     requests: int,
     duration: float,
     source: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """One load-generator process run over the paths in the file ``paths``; its JSON summary."""
     result = subprocess.run(
         [
@@ -180,7 +181,8 @@ def run_load(
     )
     if result.returncode != 0:
         raise FedrecError(f"load generator failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
 
 
 def _measure(
@@ -190,7 +192,7 @@ def _measure(
     levels: Sequence[int],
     requests: int,
     duration: float,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Each level's load summary plus the server's CPU milliseconds per answered request.
 
     CPU per request does not depend on what else runs on the machine: 1000 / it is the

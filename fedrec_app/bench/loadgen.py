@@ -27,7 +27,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass
 class _Run:
-    paths: itertools.cycle
+    paths: itertools.cycle[str]
     remaining: int
     deadline: float
     timeout: float
@@ -105,7 +105,7 @@ async def measure(
     duration: float,
     timeout: float = 30.0,
     source: str | None = None,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """Run the load and summarise it."""
     if host not in LOOPBACK:
         raise ValueError(f"{host}: the load generator only targets loopback addresses")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -33,11 +34,11 @@ def create_reference_app(checkpoint: Path, min_rating: float = 2.0) -> FastAPI:
     app = FastAPI(title="seed-style reference")
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/recommend")
-    def recommend(user_id: int, n: int = 5) -> dict:
+    def recommend(user_id: int, n: int = 5) -> dict[str, Any]:
         if user_id not in user_rows:
             raise HTTPException(404, f"unknown user id: {user_id}")
         out = model.predict(

@@ -33,6 +33,7 @@ from typing import Any
 
 from fedrec_app.core.checkpoint import read_checkpoint
 from fedrec_app.core.config import APP_DIR
+from fedrec_app.ops.flower import ConfigValue
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def run_training_bench(
         }
         for k in range(num_nodes)
     }
-    fedrec_config = {
+    fedrec_config: dict[str, ConfigValue] = {
         "num-server-rounds": rounds,
         "min-nodes": num_nodes,
         "checkpoint-dir": work_dir / "checkpoints",

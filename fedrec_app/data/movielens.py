@@ -484,4 +484,5 @@ def per_user_sample(users: np.ndarray, fraction: float, rng: np.random.Generator
     order = np.lexsort((rng.random(len(users)), group))
     rank = np.empty(len(users), dtype=np.int64)
     rank[order] = np.arange(len(users)) - np.repeat(starts, sizes)
-    return rank < take[group]
+    picked: np.ndarray = rank < take[group]
+    return picked

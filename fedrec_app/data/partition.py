@@ -181,6 +181,7 @@ def make_partitions(
     elif scheme == "activity":
         part = _assign_activity(users, train, num_partitions, assign_rng)
     else:
+        assert alpha is not None  # set for the genre scheme above
         part = _assign_genre(users, train, catalogue, num_partitions, alpha, assign_rng)
     part = _ensure_test_users(part, has_test, num_partitions)
 

@@ -61,9 +61,12 @@ def cached_partition(partition_dir: Path) -> Partition:
 
 def read_order(content: RecordDict) -> RoundOrder:
     try:
-        config = content[protocol.CONFIG]
+        config = content.config_records[protocol.CONFIG]
+        server_round = config["round"]
+        if not isinstance(server_round, int):
+            raise TypeError(f"round {server_round!r} is not an int")
         return RoundOrder(
-            round=int(config["round"]),
+            round=server_round,
             state_key=str(config["state-key"]),
             catalogue_fingerprint=str(config["catalogue-fingerprint"]),
             evaluate=bool(config["evaluate"]),
@@ -128,7 +131,7 @@ def train_round(
         {
             protocol.ARRAYS: protocol.to_record(result.shared_arrays),
             protocol.COUNTS: protocol.to_record(result.item_counts),
-            protocol.METRICS: MetricRecord(metrics),
+            protocol.METRICS: MetricRecord({**metrics}),
         }
     )
     if run_cfg.share_user_factors:
@@ -156,7 +159,7 @@ def evaluate_round(
     state = load_state(setup.state_dir, order.state_key)
     users = _user_arrays(state, part, run_cfg.train_config())
     metrics = protocol.eval_metrics(_evaluate(shared, users, part), order.round)
-    return RecordDict({protocol.METRICS: MetricRecord(metrics)})
+    return RecordDict({protocol.METRICS: MetricRecord({**metrics})})
 
 
 def warm_up(partition_dir: Path, run_cfg: RunConfig) -> float:

@@ -125,7 +125,7 @@ def serve(
     data_path: Path | None = None,
     gpu_index: int | None = None,
     threads: int | None = None,
-    on_ready: Callable[[], None] = lambda: None,
+    on_ready: Callable[[], object] = lambda: None,
 ) -> None:
     """Import TensorFlow, set up the device, verify the partition and trace the train step; call
     ``on_ready`` (e.g. to set the CPU priority back); then serve requests one at a time until
@@ -212,7 +212,7 @@ def _serve_connection(
     except (trainer_wire.WireError, OSError) as exc:
         log.warning("refused a connection: %s", exc)
         return current_run
-    run_id = request["run_id"]
+    run_id: int = request["run_id"]  # an int: _read_request checked it
     if run_id != current_run:
         log.info("serving run %s (previous: %s)", run_id, current_run)
     reply, reply_payload = _run(request, payload)

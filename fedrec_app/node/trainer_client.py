@@ -129,7 +129,8 @@ def _check_listener(conn: socket.socket) -> None:
 
 def pack(content: RecordDict) -> bytes:
     """A RecordDict as Flower's own wire format (its arrays are raw bytes: no pickling)."""
-    return recorddict_to_proto(content).SerializeToString()
+    packed: bytes = recorddict_to_proto(content).SerializeToString()
+    return packed
 
 
 def unpack(data: bytes) -> RecordDict:

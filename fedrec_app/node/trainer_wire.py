@@ -138,7 +138,8 @@ def peer_uid(sock: socket.socket) -> int | None:
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def _mac(key: bytes, label: bytes, nt: bytes, nc: bytes) -> bytes:

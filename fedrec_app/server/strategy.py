@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedrec_app.core import protocol
@@ -53,9 +53,11 @@ def check_refusals(replies: Sequence[Message], sampled: int, phase: str) -> None
     """AppRefusedError naming the nodes and their reason when all ``sampled`` nodes refused
     the app (``protocol.refusal_reason``); the run fails with it, so the operator sees why."""
     refusals = sorted(
-        reply.error.reason
+        reason
         for reply in replies
-        if reply.has_error() and protocol.is_refusal(reply.error.reason)
+        if reply.has_error()
+        and (reason := reply.error.reason) is not None
+        and protocol.is_refusal(reason)
     )
     if refusals and len(refusals) >= sampled:
         raise AppRefusedError(
@@ -161,7 +163,8 @@ def aggregate(
     """Per-row weighted average of the train replies (a touched row moves ``server_lr`` times
     the way to it), plus summed evaluation sums. Failures name nodes by ``names`` (site names)."""
     updates, users, failures, usable = [], [], [], []
-    loss, examples, slowest = 0.0, 0.0, {}
+    loss, examples = 0.0, 0.0
+    slowest: dict[str, float] = {}
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -186,17 +189,25 @@ def aggregate(
         if user_rows is not None:
             users.append(user_rows)
         metrics = reply.content.metric_records[protocol.METRICS]
-        n = float(metrics.get("num-examples", 0.0))
-        loss += float(metrics.get("train.loss", 0.0)) * n
+        n = _number(metrics, "num-examples")
+        loss += _number(metrics, "train.loss") * n
         examples += n
         for key, name in _NODE_TIMES.items():
-            slowest[name] = max(slowest.get(name, 0.0), float(metrics.get(key, 0.0)))
+            slowest[name] = max(slowest.get(name, 0.0), _number(metrics, key))
     result = evaluation(usable, names)
     result.shared = average_rows(previous, updates, server_lr) if updates else None
     result.users = users
     result.failures = failures
     result.train = {"train_loss": loss / examples, **slowest} if examples else {}
     return result
+
+
+def _number(metrics: MetricRecord, key: str) -> float:
+    """A reply's scalar metric ``key`` (0.0 when absent); a list there is a bad reply."""
+    value = metrics.get(key, 0.0)
+    if isinstance(value, list):
+        raise FederationError(f"reply metric {key!r} is a list, not a number")
+    return float(value)
 
 
 def evaluation(replies: Sequence[Message], names: Mapping[int, str] | None = None) -> RoundResult:
@@ -211,10 +222,10 @@ def evaluation(replies: Sequence[Message], names: Mapping[int, str] | None = Non
             continue
         count += 1
         replied.append(node)
-        metrics = reply.content.metric_records.get(protocol.METRICS, {})
+        metrics = reply.content.metric_records.get(protocol.METRICS, MetricRecord())
         if protocol.EVAL_ROUND not in metrics:
             continue
-        eval_rounds.add(int(metrics[protocol.EVAL_ROUND]))
+        eval_rounds.add(int(_number(metrics, protocol.EVAL_ROUND)))
         for split, split_sums in protocol.read_eval_sums(metrics).items():
             sums[split] = sums[split] + split_sums if split in sums else split_sums
     if len(eval_rounds) > 1:
@@ -308,7 +319,9 @@ class FederationLoop:
     cfg: RunConfig
     state_key: str
     catalogue_fingerprint: str
-    on_trained: Callable[[int, dict[str, np.ndarray], dict[str, np.ndarray] | None, dict], None]
+    on_trained: Callable[
+        [int, dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, float]], None
+    ]
     on_evaluated: Callable[[int, dict[str, float]], None]
     names: dict[int, str] = field(default_factory=dict)  # node id -> site name, as told
 
