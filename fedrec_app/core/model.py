@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -48,10 +49,10 @@ class ModelShape:
 
 
 @keras.saving.register_keras_serializable(package="fedrec")
-class FedRecModel(keras.Model):
+class FedRecModel(keras.Model):  # type: ignore[misc]  # Keras ships no type information
     """Biased MF (rating) + logistic MF with sampled negatives (ranking), over shared row tables."""
 
-    def __init__(self, shape: ModelShape | dict, **kwargs) -> None:
+    def __init__(self, shape: ModelShape | dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         shape = ModelShape(**shape) if isinstance(shape, dict) else shape
         self.shape_spec = shape
@@ -75,7 +76,7 @@ class FedRecModel(keras.Model):
         self.global_bias = self.add_weight(shape=(), initializer=zeros, name="global_bias")
         self.built = True  # every weight exists now; no input shape changes them
 
-    def call(self, inputs: dict, training: bool = False) -> dict:
+    def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
         user, item, negatives = inputs["user"], inputs["item"], inputs["negatives"]
         s = self.shape_spec
         # Rating head: biased MF.
@@ -103,7 +104,7 @@ class FedRecModel(keras.Model):
             rating = ops.clip(rating, RATING_MIN, RATING_MAX)
         return {"rating": rating, "rank": logits}
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "shape": asdict(self.shape_spec)}
 
     def get_arrays(self) -> dict[str, np.ndarray]:
@@ -156,7 +157,7 @@ def cached_model(shape: ModelShape, learning_rate: float) -> FedRecModel:
     return model
 
 
-def _optimizer_slots(model: keras.Model) -> list:
+def _optimizer_slots(model: keras.Model) -> list[Any]:
     """The optimizer's state variables (step count, moments), built if need be; not its rate."""
     optimizer = model.optimizer
     if not optimizer.built:

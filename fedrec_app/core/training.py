@@ -36,6 +36,9 @@ from fedrec_app.core.scoring import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fedrec_app.core.model import ModelShape
+    from fedrec_app.data.catalogue import Catalogue
+
 log = logging.getLogger(__name__)
 
 SHARED_ARRAYS: tuple[str, ...] = ITEM_ARRAYS + GLOBAL_ARRAYS
@@ -103,7 +106,7 @@ class LocalResult:
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def model_shape(cfg: TrainConfig, num_users: int, num_items: int):
+def model_shape(cfg: TrainConfig, num_users: int, num_items: int) -> ModelShape:
     """The `fedrec_app.core.model.ModelShape` for `cfg` and these table sizes (imports Keras)."""
     from fedrec_app.core.model import ModelShape
 
@@ -190,7 +193,8 @@ def rated_keys(users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarr
 def count_weights(rows: np.ndarray, power: float) -> np.ndarray:
     """Per-example L2 weights `(count of the example's row / mean over examples) ** -power`."""
     counts = np.bincount(rows)[rows].astype(np.float64)
-    return ((counts / counts.mean()) ** -power).astype(np.float32)
+    weights: np.ndarray = ((counts / counts.mean()) ** -power).astype(np.float32)
+    return weights
 
 
 def rank_labels(ratings: np.ndarray, low_rating: float) -> np.ndarray:
@@ -232,7 +236,7 @@ def train_local(
     shared_arrays: Mapping[str, np.ndarray],
     user_arrays: Mapping[str, np.ndarray],
     train_df: pd.DataFrame,
-    catalogue,
+    catalogue: Catalogue,
     cfg: TrainConfig,
     epochs: int | None = None,
     *,
@@ -341,7 +345,7 @@ def evaluate(
     user_arrays: Mapping[str, np.ndarray],
     train_df: pd.DataFrame,
     test_df: pd.DataFrame,
-    catalogue,
+    catalogue: Catalogue,
     k: int = TOP_K,
 ) -> EvalSums:
     """Rating errors and full-catalogue top-k sums of `test_df`, with the scoring.py formulas.
