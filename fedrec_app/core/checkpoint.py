@@ -16,7 +16,6 @@ factors): a gateway running as another user reads them as a member of the owner'
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.core.files import sha256_file
+from fedrec_app.core.files import check_sha256s, sha256_bytes, sha256_file
 from fedrec_app.core.rated import rated_problem
 from fedrec_app.core.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, USER_ARRAYS
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
@@ -205,16 +204,7 @@ def verify_checkpoint(folder: Path, verify_key: Ed25519PublicKey | None = None) 
     for required in (WEIGHTS, ITEMS):
         if required not in files:
             raise CheckpointError(f"{folder / MANIFEST}: files lacks '{required}'")
-    for name, expected in files.items():
-        path = folder / name
-        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
-            raise CheckpointError(f"{folder / MANIFEST}: file name {name!r} is not a plain name")
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in the manifest)")
-        if sha256_file(path) != expected:
-            raise CheckpointError(
-                f"{path}: sha256 does not match the manifest (altered or partial)"
-            )
+    check_sha256s(folder, files, "the manifest", CheckpointError)
     return manifest
 
 
@@ -239,7 +229,7 @@ def read_checkpoint(folder: Path, verify_key: Ed25519PublicKey | None = None) ->
         data = (folder / WEIGHTS).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{folder / WEIGHTS}: unreadable: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != manifest["files"][WEIGHTS]:
+    if sha256_bytes(data) != manifest["files"][WEIGHTS]:
         raise CheckpointError(f"{folder / WEIGHTS}: changed while it was read (sha256 differs)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:

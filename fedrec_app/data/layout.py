@@ -11,13 +11,13 @@ it and ``fedrec deploy supernode --dry-run`` verifies the folder with it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import check_sha256s
 
 MANIFEST = "manifest.yaml"
 ITEMS = "items.csv"
@@ -28,10 +28,6 @@ PARTITION_FORMAT = 1
 
 def partition_dir_name(index: int) -> str:
     return f"partition-{index}"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_manifest_yaml(path: Path) -> Any:
@@ -96,22 +92,17 @@ def read_partition_manifest(folder: Path) -> dict[str, Any]:
 
 
 def verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
-    """Check each listed file's size and sha256; FedrecError naming the first file that is off."""
+    """Check each listed file's size, then its sha256; FedrecError naming the first that is off."""
+    folder = Path(folder)
     for name, record in files.items():
-        path = Path(folder) / name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FedrecError(f"{path}: missing (listed in the partition manifest)") from None
-        except OSError as exc:
-            raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-        if len(data) != record.get("bytes"):
+        path = folder / str(name)
+        if path.is_file() and path.stat().st_size != record.get("bytes"):
             raise FedrecError(
-                f"{path}: {len(data)} bytes, the manifest says {record.get('bytes')} "
+                f"{path}: {path.stat().st_size} bytes, the manifest says {record.get('bytes')} "
                 "(truncated or altered)"
             )
-        if sha256_bytes(data) != record.get("sha256"):
-            raise FedrecError(f"{path}: sha256 differs from the manifest (altered)")
+    digests = {name: str(record.get("sha256")) for name, record in files.items()}
+    check_sha256s(folder, digests, "the partition manifest")
 
 
 def verify_partition_folder(folder: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.core.files import sha256_file
+from fedrec_app.core.files import check_sha256s, sha256_file, write_json_atomic
 from fedrec_app.data.catalogue import GENRES, Catalogue, movie_year
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def _extract(archive: Path, target: Path, md5: str, source: str) -> DatasetCount
         counts = verify_movielens_folder(folder)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
         marker = {"source": source, "archive_md5": md5, "files": files}
-        (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+        write_json_atomic(folder / MARKER, marker)
         try:
             folder.rename(target)
         except OSError as exc:
@@ -266,12 +266,9 @@ def verify_movielens_folder(folder: Path) -> DatasetCounts:
             recorded = json.loads(marker.read_text())["files"]
         except (ValueError, KeyError, TypeError) as exc:
             raise FedrecError(f"{marker}: unreadable checksum record ({exc})") from exc
-        for name, sha in sorted(recorded.items()):
-            path = folder / name
-            if not path.is_file():
-                raise FedrecError(f"{path}: missing (listed in {MARKER})")
-            if sha256_file(path) != sha:
-                raise FedrecError(f"{path}: sha256 differs from the downloaded file (altered?)")
+        if not isinstance(recorded, dict):
+            raise FedrecError(f"{marker}: unreadable checksum record (files is not a mapping)")
+        check_sha256s(folder, recorded, MARKER)
     return counts
 
 

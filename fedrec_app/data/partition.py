@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 
 from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import sha256_bytes, sha256_file
 from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     ITEMS,
@@ -46,7 +47,6 @@ from fedrec_app.data.layout import (
     existing_output,
     load_manifest_yaml,
     partition_dir_name,
-    sha256_bytes,
     verify_files,
     verify_partition_folder,
 )
@@ -150,7 +150,7 @@ def make_partitions(
         "holdout": (
             {"seed": HOLDOUT_SEED, "fraction": HOLDOUT_FRACTION} if split == HOLDOUT else None
         ),
-        "source": {name: _sha256_file(data_dir / name) for name in [*sources, "u.item", "u.genre"]},
+        "source": {name: sha256_file(data_dir / name) for name in [*sources, "u.item", "u.genre"]},
     }
     out = Path(out)
     existing = _existing_set(out, params)
@@ -467,10 +467,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if tuple(frame.columns) != RATING_COLUMNS:
         raise FedrecError(f"{path}: expected header {','.join(RATING_COLUMNS)}")
     return ratings_frame(frame["user_id"], frame["movie_id"], frame["rating"], frame["timestamp"])
-
-
-def _sha256_file(path: Path) -> str:
-    try:
-        return sha256_bytes(path.read_bytes())
-    except OSError as exc:
-        raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc

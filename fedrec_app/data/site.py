@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from fedrec_app.core.errors import FedrecError
+from fedrec_app.core.files import sha256_file
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     existing_output,
     read_partition_manifest,
-    sha256_bytes,
     verify_partition_folder,
 )
 from fedrec_app.data.movielens import (
@@ -114,8 +114,8 @@ def make_site_partition(
     cat = read_catalogue_csv(catalogue)
     origin: dict[str, Any] = {
         "kind": "site",
-        "ratings": {"file": ratings.name, "sha256": _sha256_file(ratings)},
-        "test": None if test is None else {"file": test.name, "sha256": _sha256_file(test)},
+        "ratings": {"file": ratings.name, "sha256": sha256_file(ratings)},
+        "test": None if test is None else {"file": test.name, "sha256": sha256_file(test)},
         "test_fraction": test_fraction,
         "seed": int(seed),
         "val_fraction": float(val_fraction),
@@ -201,10 +201,3 @@ def _existing_folder(
             "rebuild"
         ) from exc
     return manifest
-
-
-def _sha256_file(path: Path) -> str:
-    try:
-        return sha256_bytes(Path(path).read_bytes())
-    except OSError as exc:
-        raise FedrecError(f"{path}: cannot read: {exc.strerror or exc}") from exc

@@ -13,7 +13,6 @@ beyond ``keep`` are removed, never the one ``current`` points at.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -36,6 +35,7 @@ from fedrec_app.core.checkpoint import (
     round_folder_name,
     verify_checkpoint,
 )
+from fedrec_app.core.files import sha256_bytes
 from fedrec_app.core.signing import load_verify_key
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Published:
 def release_name(manifest: dict[str, Any], manifest_bytes: bytes) -> str:
     """``<run-id>-round-NNNN-<first 12 hex of sha256(manifest.json)>``: unique per content."""
     run_id = _UNSAFE.sub("_", str(manifest.get("run_id", "run"))).strip("._") or "run"
-    digest = hashlib.sha256(manifest_bytes).hexdigest()[:12]
+    digest = sha256_bytes(manifest_bytes)[:12]
     return f"{run_id}-{round_folder_name(int(manifest['round']))}-{digest}"
 
 

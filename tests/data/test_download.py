@@ -127,7 +127,7 @@ def test_altered_file_after_download(synthetic_zip: Path, tmp_path: Path) -> Non
     data = bytearray(path.read_bytes())
     data[5] = ord("9") if data[5] != ord("9") else ord("8")
     path.write_bytes(bytes(data))
-    with pytest.raises(FedrecError, match=r"u\.data: sha256 differs"):
+    with pytest.raises(FedrecError, match=r"u\.data: sha256 does not match \.fedrec-source\.json"):
         verify_movielens_folder(folder)
 
 

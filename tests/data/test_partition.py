@@ -250,7 +250,9 @@ def test_load_detects_altered_file(set_dir: Path, name: str) -> None:
     digit = data.index(b"3", len(data) // 2)  # same size, different content
     data[digit] = ord("4")
     path.write_bytes(bytes(data))
-    with pytest.raises(FedrecError, match=f"{path.name}: sha256 differs from the manifest"):
+    with pytest.raises(
+        FedrecError, match=f"{path.name}: sha256 does not match the partition manifest"
+    ):
         load_partition(set_dir / "partition-0")
 
 
