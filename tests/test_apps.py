@@ -151,9 +151,11 @@ def test_the_log_has_one_line_per_round_naming_sites(
     lines = [
         (r.levelno, r.getMessage())
         for r in caplog.records
-        if r.name == "fedrec_app.server.strategy" and r.levelno >= logging.INFO
+        if r.name == "fedrec_app.server.strategy"
+        and r.levelno >= logging.INFO
+        and " so far" not in r.getMessage()  # a slow round's heartbeat: test_strategy
     ]
-    metric = r"RMSE \d\.\d{4}, NDCG@10 \d\.\d{4}"
+    metric = r"RMSE \d\.\d{4}, NDCG@10 \d\.\d{3}"
     expected = [
         (logging.INFO, r"round 1/3: 2/2 nodes replied: site-a, site-b \| \d+\.\d s"),
         (

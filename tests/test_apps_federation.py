@@ -81,7 +81,7 @@ def test_run_completes_and_checkpoint_matches_its_manifest(
     # `flwr log`: one readable line per round, the nodes by their site names (node-config
     # site-name, sent with each reply); each SuperNode's log says it trained the round
     run_log = fed.cli.log(record["run-id"])
-    metric = r"RMSE \d+\.\d{4}, NDCG@10 \d\.\d{4}"
+    metric = r"RMSE \d+\.\d{4}, NDCG@10 \d\.\d{3}"
     for line in (
         r"round 1/2: 2/2 nodes replied: a, b \| \d+\.\d s",
         rf"round 2/2: model of round 1 on the held-out ratings: {metric} \| 2/2 nodes "

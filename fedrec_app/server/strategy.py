@@ -32,6 +32,9 @@ from fedrec_app.server.aggregation import average_rows
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+# While a round waits for its nodes, one "still training" line this often (`fedrec up` and
+# `flwr log` would otherwise show nothing for the whole first round, which loads TensorFlow).
+HEARTBEAT_SECONDS = 20.0
 # Node timings in a train reply -> round metrics (the slowest node's): a node's whole handler
 # (partition load, TensorFlow import, evaluation, training), its evaluation and its training.
 _NODE_TIMES = {
@@ -110,17 +113,31 @@ def sample_nodes(
     return sorted(node_ids[int(i)] for i in picked)
 
 
-def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-    """Send ``messages`` and collect replies until all arrived or ``timeout`` s passed."""
+def exchange(
+    grid: Grid,
+    messages: Iterable[Message],
+    timeout: float,
+    heartbeat: Callable[[Sequence[Message], int, float], None] | None = None,
+    heartbeat_every: float = HEARTBEAT_SECONDS,
+) -> list[Message]:
+    """Send ``messages`` and collect replies until all arrived or ``timeout`` s passed;
+    ``heartbeat(replies so far, asked, seconds)`` every ``heartbeat_every`` s of the wait."""
     pending = set(grid.push_messages(list(messages)))
-    deadline = time.monotonic() + timeout
+    asked = len(pending)
+    started = time.monotonic()
+    deadline = started + timeout
+    next_beat = started + heartbeat_every
     replies: list[Message] = []
     while pending:
         got = list(grid.pull_messages(pending))
         replies.extend(got)
         pending -= {reply.metadata.reply_to_message_id for reply in got}
-        if not pending or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if not pending or now >= deadline:
             break
+        if heartbeat is not None and now >= next_beat:
+            heartbeat(replies, asked, now - started)
+            next_beat = now + heartbeat_every
         time.sleep(POLL_SECONDS)
     if pending:
         log.warning("%d node(s) did not reply within %g s", len(pending), timeout)
@@ -295,7 +312,8 @@ def round_line(
     if result.eval_round is not None and result.sums:
         metrics = metrics_of(result)
         shown = ", ".join(
-            f"{label} {metrics.get(key, math.nan):.4f}" for key, label in SHOWN_METRICS
+            f"{label} {format_metric(key, metrics.get(key, math.nan))}"
+            for key, label in SHOWN_METRICS
         )
         parts.append(f"model of round {result.eval_round} on the held-out ratings: {shown}")
     replied = ", ".join(sorted(node_label(n, names) for n in result.replied)) or "none"
@@ -343,7 +361,10 @@ class FederationLoop:
                 self._message(MessageType.TRAIN, shared, server_round, node, evaluate_first)
                 for node in chosen
             ]
-            replies = exchange(self.grid, messages, cfg.round_timeout)
+            head = f"round {server_round}/{cfg.num_server_rounds}"
+            replies = exchange(
+                self.grid, messages, cfg.round_timeout, self._heartbeat(head, "training")
+            )
             check_refusals(replies, len(chosen), f"round {server_round}")
             learn_names(replies, self.names)
             result = aggregate(shared, replies, cfg.server_lr, self.names)
@@ -389,7 +410,12 @@ class FederationLoop:
             self._message(MessageType.EVALUATE, shared, cfg.num_server_rounds, node, True)
             for node in nodes
         ]
-        replies = exchange(self.grid, messages, cfg.round_timeout)
+        replies = exchange(
+            self.grid,
+            messages,
+            cfg.round_timeout,
+            self._heartbeat("final evaluation", "evaluating"),
+        )
         check_refusals(replies, len(nodes), "final evaluation")
         learn_names(replies, self.names)
         result = evaluation(replies, self.names)
@@ -403,6 +429,26 @@ class FederationLoop:
             time.monotonic() - started,
         )
         log.log(logging.WARNING if result.num_replies < len(nodes) else logging.INFO, "%s", line)
+
+    def _heartbeat(self, head: str, doing: str) -> Callable[[Sequence[Message], int, float], None]:
+        """The "still training" line of a long wait (the round's one line comes at its end):
+        who replied so far."""
+
+        def beat(replies: Sequence[Message], asked: int, seconds: float) -> None:
+            learn_names(replies, self.names)
+            replied = sorted(node_label(r.metadata.src_node_id, self.names) for r in replies)
+            who = f" ({', '.join(replied)})" if replied else ""
+            log.info(
+                "%s: still %s, %d of %d nodes replied%s, %.0f s so far",
+                head,
+                doing,
+                len(replies),
+                asked,
+                who,
+                seconds,
+            )
+
+        return beat
 
     def _report(self, result: RoundResult) -> None:
         if result.eval_round is None or not result.sums:
@@ -437,5 +483,20 @@ class FederationLoop:
         )
 
 
+def format_metric(key: str, value: float) -> str:
+    """One figure as an operator reads it: counts as integers, RMSE/MAE/losses with 4 decimals,
+    ranking metrics (``ndcg@10``, ``hr@10``, …) with 3, seconds with 1."""
+    name = key.removeprefix("val_")
+    if name in ("rmse", "mae") or "loss" in name:
+        return f"{value:.4f}"
+    if "@" in name:
+        return f"{value:.3f}"
+    if "seconds" in name:
+        return f"{value:.1f}"
+    if math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}"
+
+
 def _fmt(metrics: Mapping[str, float]) -> str:
-    return " ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items()))
+    return " ".join(f"{key}={format_metric(key, value)}" for key, value in sorted(metrics.items()))

@@ -13,12 +13,17 @@ from flwr.common.constant import ErrorCode
 
 from fedrec_app.core import protocol
 from fedrec_app.core.metrics import EvalSums
+from fedrec_app.server import strategy
 from fedrec_app.server.strategy import (
     AppRefusedError,
     FederationError,
+    FederationLoop,
+    _fmt,
     aggregate,
     check_refusals,
     evaluation,
+    exchange,
+    format_metric,
     learn_names,
     merge_users,
     round_line,
@@ -195,7 +200,7 @@ def test_the_round_line_names_sites_failures_and_silent_nodes() -> None:
     result = aggregate(_previous(), replies, names=names)
     line = round_line("round 7/9", [11, 12, 13, 14], [11, 12, 13], result, names, 12.34)
     assert line == (
-        "round 7/9: model of round 6 on the held-out ratings: RMSE 1.0000, NDCG@10 0.2500 | "
+        "round 7/9: model of round 6 on the held-out ratings: RMSE 1.0000, NDCG@10 0.250 | "
         "2/4 nodes replied: lab-a, node 13; failed: lab-b: fedrec:trainer-failed; "
         "no reply: node 14 | 12.3 s"
     )
@@ -212,3 +217,69 @@ def test_a_reply_names_its_site_only_when_node_config_has_one() -> None:
     assert protocol.site_name(content) is None and protocol.NODE not in content
     protocol.add_site_name(content, {protocol.SITE_NAME: " site1 "})
     assert protocol.site_name(content) == "site1"
+
+
+def test_figures_are_printed_as_an_operator_reads_them() -> None:
+    assert format_metric("rmse", 0.92421) == "0.9242"
+    assert format_metric("val_mae", 0.7) == "0.7000"
+    assert format_metric("ndcg@10", 0.40449) == "0.404"
+    assert format_metric("hr@10", 1.0) == "1.000"
+    assert format_metric("train_loss", 0.5) == "0.5000"
+    assert format_metric("node_train_seconds", 12.345) == "12.3"
+    assert _fmt({"nodes": 3.0, "failures": 0.0, "seconds": 61.04, "ndcg@10": 0.4}) == (
+        "failures=0 ndcg@10=0.400 nodes=3 seconds=61.0"
+    )
+
+
+class _SlowGrid:
+    """Replies that arrive at given seconds after the messages were sent."""
+
+    def __init__(self, replies: list[tuple[float, Message]]) -> None:
+        self.replies = replies
+        self.sent_at = 0.0
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        self.sent_at = time.monotonic()
+        return [reply.metadata.reply_to_message_id for _, reply in self.replies]
+
+    def pull_messages(self, ids: set[str]) -> list[Message]:
+        elapsed = time.monotonic() - self.sent_at
+        return [
+            reply
+            for at, reply in self.replies
+            if at <= elapsed and reply.metadata.reply_to_message_id in ids
+        ]
+
+
+def test_a_long_wait_says_who_replied_so_far(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a round waits for its nodes (the first one loads TensorFlow), a heartbeat line
+    says who replied so far; a quick round has none."""
+    monkeypatch.setattr(strategy, "POLL_SECONDS", 0.02)
+    first = _named(_reply(11, 1.0, [1, 1, 1, 1], 1), "lab-a")
+    second = _named(_reply(12, 1.0, [1, 1, 1, 1], 1), "lab-b")
+    beats: list[tuple[int, int, float]] = []
+    grid = _SlowGrid([(0.05, first), (0.7, second)])
+    replies = exchange(grid, [], 5.0, lambda got, asked, s: beats.append((len(got), asked, s)), 0.2)
+    assert len(replies) == 2
+    assert 1 <= len(beats) <= 4, beats
+    assert all(count == 1 and asked == 2 for count, asked, _ in beats)
+    assert [s for *_, s in beats] == sorted(s for *_, s in beats)
+    quick: list[tuple[int, int, float]] = []
+    exchange(_SlowGrid([(0.0, first)]), [], 5.0, lambda *a: quick.append(a), 0.2)
+    assert quick == []
+
+    loop = FederationLoop(
+        grid=grid,  # type: ignore[arg-type]
+        cfg=None,  # type: ignore[arg-type]
+        state_key="",
+        catalogue_fingerprint="",
+        on_trained=lambda *a: None,
+        on_evaluated=lambda *a: None,
+    )
+    with caplog.at_level("INFO", logger="fedrec_app.server.strategy"):
+        loop._heartbeat("round 1/5", "training")([first], 3, 40.4)
+    assert caplog.messages == [
+        "round 1/5: still training, 1 of 3 nodes replied (lab-a), 40 s so far"
+    ]
