@@ -318,16 +318,16 @@ def test_page_and_static_files(client) -> None:
 
 
 def test_docs_are_served_from_local_files(client) -> None:
-    """/docs and /redoc load Swagger UI and ReDoc from the gateway itself, never a CDN."""
-    for path in ("/docs", "/redoc"):
-        page = client.get(path)
-        assert page.status_code == 200, path
-        urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-        assert urls and all(u.startswith("/") for u in urls), urls
-        assert "cdn" not in page.text.lower() and "fonts.googleapis" not in page.text
-        for url in urls:
-            asset = client.get(url)
-            assert asset.status_code == 200 and len(asset.content) > 1000, url
+    """/docs loads Swagger UI from the gateway itself, never a CDN; /redoc is not served."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(urls) == 3 and all(u.startswith("/docs-assets/") for u in urls), urls
+    assert "cdn" not in page.text.lower() and "http" not in page.text.lower()
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    assert client.get("/redoc").status_code == 404
     assert (
         "access-control-allow-origin"
         not in client.get("/readyz", headers={"Origin": "http://evil.example"}).headers

@@ -125,7 +125,7 @@ def test_api_docs_are_closed_with_keys_unless_opened(
     key_file = tmp_path / "keys"
     key_file.write_text(KEY + "\n")
     key_file.chmod(0o600)
-    docs = ("/docs", "/redoc", "/openapi.json")
+    docs = ("/docs", "/docs-assets/swagger-ui-bundle.js", "/openapi.json")
     closed = gateway_factory(checkpoint_dir, "--api-key-file", str(key_file))
     opened = gateway_factory(checkpoint_dir, "--api-key-file", str(key_file), "--open-docs")
     keyless = gateway_factory(checkpoint_dir)

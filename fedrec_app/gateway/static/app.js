@@ -38,19 +38,26 @@ function stars(rating) {
   return "★".repeat(full) + "☆".repeat(5 - full);
 }
 
+// The list is ordered by match (the ranking head: how likely you pick the movie); the stars are
+// the rating head's estimate of what you would give it, so they need not fall down the list.
+const ORDER_NOTE = "ordered by match; stars: your predicted rating";
+
 function renderResults(list, recommendations) {
   list.replaceChildren();
   for (const rec of recommendations) {
     const genres = el("span", { class: "genres" },
       ...rec.genres.map((g) => el("span", { class: "chip" }, g)));
-    list.append(el("li", { class: "result" },
+    list.append(el("li", { class: "result", "data-movie-id": String(rec.movie_id) },
       el("div", { class: "title" }, rec.movie_title,
         rec.year && !/\(\d{4}\)\s*$/.test(rec.movie_title)
           ? el("span", { class: "year" }, ` (${rec.year})`) : ""),
       genres,
-      el("div", { class: "rating", title: "predicted rating" },
-        el("span", { class: "stars" }, stars(rec.predicted_rating)),
-        el("span", { class: "value" }, rec.predicted_rating.toFixed(1)))));
+      el("div", { class: "rating" },
+        el("span", { class: "match", title: "match: how strongly the model picks this movie for you (orders the list)" },
+          `${rec.match}% match`),
+        el("span", { class: "stars", title: `predicted rating ${rec.predicted_rating.toFixed(1)} of 5` },
+          stars(rec.predicted_rating)),
+        el("span", { class: "value", title: "predicted rating" }, `${rec.predicted_rating.toFixed(1)} ★`))));
   }
 }
 
@@ -70,7 +77,7 @@ async function recommendForUser(event) {
     const body = await api(`/recommend?${params}`);
     renderResults($("user-results"), body.recommendations);
     setStatus(status, body.recommendations.length
-      ? `Top ${body.recommendations.length} for user ${body.user_id}, best first.`
+      ? `Top ${body.recommendations.length} for user ${body.user_id}, movies they rated left out; ${ORDER_NOTE}.`
       : "Nothing passes the rating threshold for this user.");
   } catch (err) {
     $("user-results").replaceChildren();
@@ -102,10 +109,22 @@ async function search() {
 function searchRow(movie) {
   const buttons = [1, 2, 3, 4, 5].map((r) => el("button", {
     type: "button", class: "rate-btn", "data-rating": String(r), title: `${r} star${r > 1 ? "s" : ""}`,
-    onclick: () => rate(movie, r),
+    "aria-pressed": "false", onclick: () => rate(movie, r),
   }, "★"));
-  return el("li", { class: "search-row", "data-movie-id": String(movie.movie_id) },
+  const row = el("li", { class: "search-row", "data-movie-id": String(movie.movie_id) },
     el("span", { class: "title" }, movie.movie_title), el("span", { class: "stars-input" }, ...buttons));
+  showRating(row);
+  return row;
+}
+
+// A search row's stars show the rating given to its movie (gold up to it), or none (grey).
+function showRating(row) {
+  const given = myRatings.get(Number(row.dataset.movieId));
+  for (const button of row.querySelectorAll(".rate-btn")) {
+    const on = given !== undefined && Number(button.dataset.rating) <= given.rating;
+    button.classList.toggle("on", on);
+    button.setAttribute("aria-pressed", String(given !== undefined && Number(button.dataset.rating) === given.rating));
+  }
 }
 
 function rate(movie, rating) {
@@ -124,6 +143,7 @@ function renderMyRatings() {
         onclick: () => { myRatings.delete(id); renderMyRatings(); } }, "×")));
   }
   if (!myRatings.size) list.append(el("li", { class: "empty" }, "No ratings yet."));
+  for (const row of $("search-results").querySelectorAll(".search-row")) showRating(row);
   $("my-count").textContent = String(myRatings.size);
   $("me-go").disabled = myRatings.size === 0;
 }
@@ -135,7 +155,7 @@ async function recommendForMe() {
   try {
     const body = await api("/recommend", { method: "POST", body: JSON.stringify({ ratings, n: 10 }) });
     renderResults($("me-results"), body.recommendations);
-    setStatus(status, `From your ${body.rated} rating${body.rated > 1 ? "s" : ""}, best first.`);
+    setStatus(status, `From your ${body.rated} rating${body.rated > 1 ? "s" : ""}; ${ORDER_NOTE}.`);
   } catch (err) {
     $("me-results").replaceChildren();
     setStatus(status, err.message, true);
@@ -157,14 +177,17 @@ function metricKey(history, pattern) {
   return [...keys].find((k) => pattern.test(k)) || null;
 }
 
-function drawChart(container, points, cssClass) {
+// lines: [{label, cls, points: [[round, value], ...]}, ...]
+function drawChart(container, lines, cssClass) {
   container.replaceChildren();
-  if (points.length === 0) {
+  lines = lines.filter((line) => line.points.length > 0);
+  if (lines.length === 0) {
     container.append(el("p", { class: "empty" }, "No history in this checkpoint."));
     return;
   }
   const W = 420, H = 220, L = 52, R = 14, T = 14, B = 34;
-  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const all = lines.flatMap((line) => line.points);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
   const xMin = Math.min(...xs), xMax = Math.max(...xs);
   let yMin = Math.min(...ys), yMax = Math.max(...ys);
   const pad = (yMax - yMin) * 0.1 || Math.abs(yMax) * 0.05 || 0.01;
@@ -182,15 +205,24 @@ function drawChart(container, points, cssClass) {
     root.append(svg("text", { x: sx(x), y: H - B + 16, class: "tick", "text-anchor": "middle" }, String(x)));
   }
   root.append(svg("text", { x: (L + W - R) / 2, y: H - 4, class: "axis", "text-anchor": "middle" }, "round"));
-  const path = points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-  root.append(svg("path", { d: path, class: "line" }));
-  for (const [x, y] of points) {
-    const dot = svg("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: "dot" });
-    dot.append(svg("title", {}, `round ${x}: ${y.toFixed(4)}`));
-    root.append(dot);
+  for (const { label, cls, points } of lines) {
+    const path = points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+    root.append(svg("path", { d: path, class: `line ${cls}` }));
+    for (const [x, y] of points) {
+      const dot = svg("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: `dot ${cls}` });
+      dot.append(svg("title", {}, `${label}, round ${x}: ${y.toFixed(4)}`));
+      root.append(dot);
+    }
   }
   container.append(root);
+  container.append(el("p", { class: "legend" }, ...lines.map(({ label, cls }) =>
+    el("span", { class: `key ${cls}` }, label))));
 }
+
+// The manifest's history holds the held-out test figures as plain keys (rmse, ndcg@10; or
+// test_-prefixed) and the validation figures prefixed val_: both are drawn, each named.
+const TEST_KEY = (metric) => new RegExp(`^(test[_.])?${metric}$`, "i");
+const VAL_KEY = (metric) => new RegExp(`^val(idation)?[_.]${metric}$`, "i");
 
 function drawCurves(history) {
   const series = (pattern) => {
@@ -198,8 +230,12 @@ function drawCurves(history) {
     return key ? history.filter((h) => typeof h[key] === "number" && typeof h.round === "number")
       .map((h) => [h.round, h[key]]).sort((a, b) => a[0] - b[0]) : [];
   };
-  drawChart($("chart-rmse"), series(/rmse/i), "rmse");
-  drawChart($("chart-ndcg"), series(/ndcg.*10/i), "ndcg");
+  for (const [metric, id, cls] of [["rmse", "chart-rmse", "rmse"], ["ndcg@10", "chart-ndcg", "ndcg"]]) {
+    drawChart($(id), [
+      { label: "test (held out)", cls: "test", points: series(TEST_KEY(metric)) },
+      { label: "validation", cls: "val", points: series(VAL_KEY(metric)) },
+    ], cls);
+  }
 }
 
 // ------------------------------------------------------------------ start
@@ -208,8 +244,8 @@ async function loadModel() {
     const model = await api("/model");
     const m = model.metrics || {};
     const parts = [`run ${model.run_id ?? "?"}`, `round ${model.round}`];
-    const rmse = metricKey([m], /rmse/i), ndcg = metricKey([m], /ndcg.*10/i);
-    if (rmse) parts.push(`RMSE ${Number(m[rmse]).toFixed(3)}`);
+    const rmse = metricKey([m], TEST_KEY("rmse")), ndcg = metricKey([m], TEST_KEY("ndcg@10"));
+    if (rmse) parts.push(`test RMSE ${Number(m[rmse]).toFixed(3)}`);
     if (ndcg) parts.push(`NDCG@10 ${Number(m[ndcg]).toFixed(3)}`);
     $("model-badge").textContent = parts.join(" · ");
     for (const genre of model.genres) $("user-genre").append(el("option", { value: genre }, genre));
