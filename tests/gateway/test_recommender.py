@@ -7,9 +7,16 @@ import pytest
 
 from fedrec_app.core import scoring
 from fedrec_app.core.checkpoint import read_checkpoint
+from fedrec_app.core.rated import rated_lists
 from fedrec_app.data.catalogue import movie_year
 from fedrec_app.gateway.foldin import FoldInParams, fold_in_ranking, fold_in_rating
-from fedrec_app.gateway.recommender import Recommender, UnknownGenreError, UnknownIdsError
+from fedrec_app.gateway.recommender import (
+    Recommender,
+    Scored,
+    UnknownGenreError,
+    UnknownIdsError,
+    match_percent,
+)
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +164,19 @@ def test_fold_in_gives_finite_vectors_of_the_model_shape(recommender) -> None:
     user = recommender.fold_in([1, 5], [5.0, 4.0])
     assert user.vector.shape == recommender.arrays["item_embedding"].shape[1:]
     assert np.isfinite(user.bias) and np.all(np.isfinite(user.rank_vector))
+
+
+def test_rated_rows_are_each_users_rated_movies(recommender, checkpoint_dir) -> None:
+    arrays = read_checkpoint(checkpoint_dir).arrays
+    assert recommender.has_rated_movies
+    for row, user_id in enumerate(arrays["user_ids"].tolist()):
+        rows = recommender.rated_rows(user_id)
+        movies = recommender.catalogue.movie_ids[rows]
+        np.testing.assert_array_equal(np.sort(movies), rated_lists(arrays)[row])
+    with pytest.raises(UnknownIdsError, match="unknown user id: 999"):
+        recommender.rated_rows(999)
+
+
+def test_match_is_the_ranking_score_as_a_percentage() -> None:
+    assert [match_percent(s) for s in (-1e9, -2.0, 0.0, 0.4, 2.0, 1e9)] == [0, 12, 50, 60, 88, 100]
+    assert Scored(row=0, score=1.0, rating=3.0).match == 73
