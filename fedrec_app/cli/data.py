@@ -4,8 +4,16 @@ and `fedrec partition site` (a site's own ratings into its own partition folder)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+
+
+def md5_hex(value: str) -> str:
+    """argparse type of --md5: 32 hex digits (checked before anything is fetched or started)."""
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", value.strip()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an md5 (32 hex digits)")
+    return value.strip().lower()
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # The old name of --data: still accepted, with a deprecation note (hidden from --help).
     download.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
     download.add_argument("--url", help="default: the GroupLens ml-100k.zip")
-    download.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
+    download.add_argument(
+        "--md5", type=md5_hex, help="expected md5 of the archive (default: the official one)"
+    )
     download.add_argument(
         "--zip",
         type=Path,
