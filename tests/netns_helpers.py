@@ -79,8 +79,12 @@ class NetnsCli(FlwrCli):
 
 
 @contextmanager
-def namespaces_up(nodes: int = 2) -> Iterator[Namespaces]:
-    """Namespaces link, cli, gw, sn1..snN on a private bridge; deleted afterwards."""
+def namespaces_up(nodes: int = 2, subnet: str | None = None) -> Iterator[Namespaces]:
+    """Namespaces link, cli, gw, sn1..snN on a private bridge; deleted afterwards.
+
+    `subnet`: the bridge's first three octets (default: a random 10.x.y). The namespaces of
+    one topology see only their own bridge, so a fixed subnet (e.g. the runbook's 10.77.0)
+    does not clash with another topology's."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     if shutil.which("ip") is None:
@@ -90,7 +94,7 @@ def namespaces_up(nodes: int = 2) -> Iterator[Namespaces]:
     env = {
         **os.environ,
         "FEDREC_NETNS_PREFIX": prefix,
-        "FEDREC_NETNS_SUBNET": f"10.{rnd.randint(160, 250)}.{rnd.randint(0, 255)}",
+        "FEDREC_NETNS_SUBNET": subnet or f"10.{rnd.randint(160, 250)}.{rnd.randint(0, 255)}",
     }
     probe = subprocess.run(["ip", "netns", "add", f"{prefix}probe"], capture_output=True, text=True)
     if probe.returncode != 0:
