@@ -97,12 +97,14 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
 
     base: Any = AutoHTTPProtocol
 
-    class GuardedHTTPProtocol(base):
+    # uvicorn types AutoHTTPProtocol as a bare asyncio.Protocol, without the attributes of the
+    # class it picks (cycle, loop, transport) that this subclass uses
+    class GuardedHTTPProtocol(base):  # type: ignore[misc]
         _refused = False
         _peer_address: str | None = None
         _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             peer = _peer(transport)
             if not guard.admit(peer):
                 self._refused = True

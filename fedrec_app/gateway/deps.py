@@ -12,11 +12,13 @@ from fedrec_app.gateway.settings import GatewaySettings
 
 async def get_recommender(request: Request) -> Recommender:
     """The model being served now (one read: a reload never changes it mid-request)."""
-    return request.app.state.store.current
+    recommender: Recommender = request.app.state.store.current
+    return recommender
 
 
 async def get_settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
+    settings: GatewaySettings = request.app.state.settings
+    return settings
 
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class FoldInParams:
         """Read ``l2_rating``, ``l2_bias``, ``l2_ranking``, ``negatives``, ``low_rating`` (or
         kebab-case keys) if present."""
         hyper = hyper or {}
-        values: dict[str, float | int] = {}
+        values: dict[str, Any] = {}  # each a float or an int, as its field's kind says
         for field, keys, kind in (
             ("l2_rating", ("l2_rating", "l2-rating"), float),
             ("l2_bias", ("l2_bias", "l2-bias"), float),

@@ -48,8 +48,10 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(UnknownIdsError, unknown_ids)
-    app.add_exception_handler(UnknownGenreError, unknown_genre)
+    # The decorator form: Starlette's add_exception_handler types each handler as one of any
+    # Exception, which a handler of one exception class is not.
+    app.exception_handler(StarletteHTTPException)(http_error)
+    app.exception_handler(RequestValidationError)(validation_error)
+    app.exception_handler(UnknownIdsError)(unknown_ids)
+    app.exception_handler(UnknownGenreError)(unknown_genre)
     app.add_exception_handler(Exception, internal_error)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedrec_app.core.config import APP_DIR
 from fedrec_app.core.errors import FedrecError
@@ -322,7 +322,7 @@ class Launch:
         with self.progress.step("gateway", f"serving {self.final}"):
             self._start_gateway(self.final)
 
-    def _follow(self, fed: LocalFederation, run_id: str) -> dict:
+    def _follow(self, fed: LocalFederation, run_id: str) -> dict[str, Any]:
         """Show the ServerApp's lines while the run trains; its final `flwr ls` record."""
         from fedrec_app.ops.process import ManagedProcess
 
@@ -398,7 +398,7 @@ class Launch:
 
         return f"http://{host_port(self.options.host, self.options.port)}"
 
-    def sample(self, user_id: int = 4, n: int = 5) -> tuple[str, dict | str]:
+    def sample(self, user_id: int = 4, n: int = 5) -> tuple[str, dict[str, Any] | str]:
         """The sample request and what the gateway answered to it."""
         url = f"{self.url}/recommend?user_id={user_id}&n={n}"
         try:
@@ -509,7 +509,7 @@ def _check_alive(fed: LocalFederation, run_id: str) -> None:
     dead = [p for p in processes if p is not None and not p.alive()]
     if not dead:
         return
-    if fed.superlink.alive():
+    if fed.superlink is not None and fed.superlink.alive():
         with contextlib.suppress(FedrecError):
             fed.cli.stop(run_id)
     raise FedrecError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -45,7 +47,7 @@ async def metrics(request: Request) -> Response:
     )
 
 
-def _summary(recommender: Recommender) -> dict:
+def _summary(recommender: Recommender) -> dict[str, Any]:
     manifest = recommender.manifest
     return {
         "run_id": None if manifest.get("run_id") is None else str(manifest["run_id"]),
