@@ -10,7 +10,10 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks (quality, …)")
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure quality, round times, launch, gateway and fold-in (docs/benchmarks.md)",
+    )
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = kinds.add_parser(
         "quality", help="central vs federated (Flower simulation) training on one split"

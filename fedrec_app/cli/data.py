@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     download = data_sub.add_parser(
         "download",
-        help="fetch ml-100k.zip (or take --zip), verify its md5, extract into DEST/ml-100k",
+        help="fetch ml-100k.zip (or take --zip), verify its md5, extract into DIR/ml-100k",
     )
     download.add_argument(
         "--data",
