@@ -14,6 +14,7 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "fastapi": ("gateway",),
     "starlette": ("gateway",),
     "pydantic": ("gateway",),
+    "pydantic_settings": ("gateway",),
     "uvicorn": ("gateway",),
     "prometheus_client": ("gateway",),
     "threadpoolctl": ("gateway",),

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedrec_app.core.errors import FedrecError
 
-DEFAULT_CERT, DEFAULT_KEY = Path("certs/server.pem"), Path("certs/server.key")
+if TYPE_CHECKING:
+    from fedrec_app.gateway.settings import GatewaySettings
+
+# The help of a flag that is a GatewaySettings field: its description, default and variable.
+FROM_SETTINGS = "(from GatewaySettings)"
+
+
+class _SettingsHelp(argparse.HelpFormatter):
+    """Writes each settings flag's help from GatewaySettings (imported only for --help: it needs
+    the gateway extra), so that the flags, the environment and the docs share one description."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help != FROM_SETTINGS:
+            return action.help
+        from fedrec_app.gateway.settings import GatewaySettings, env_var
+
+        field = GatewaySettings.model_fields[action.dest]
+        text = " ".join((field.description or "").split()).rstrip(".")
+        default = "required" if field.is_required() else f"default: {_shown(field.default)}"
+        return f"{text} ({default}; env {env_var(action.dest)})".replace("%", "%%")
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return "none" if default in (None, ()) else str(default)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,107 +41,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gateway",
         help="serve recommendations from a checkpoint (FastAPI, numpy; no TensorFlow)",
         description="Serve GET/POST /recommend, /predict, /movies, /healthz, /readyz, /metrics "
-        "and a web page at / from one checkpoint folder.",
+        "and a web page at / from one checkpoint folder. Every setting is a flag or an "
+        "environment variable FEDREC_GATEWAY_<NAME> (e.g. from a systemd unit's Environment=); "
+        "a flag overrides its variable (docs/gateway.md).",
+        formatter_class=_SettingsHelp,
+        argument_default=argparse.SUPPRESS,  # absent flags: the environment, else the defaults
     )
+    on_off = argparse.BooleanOptionalAction
+    parser.add_argument("--checkpoint", type=Path, help=FROM_SETTINGS)
+    parser.add_argument("--verify-key", type=Path, metavar="PUBFILE", help=FROM_SETTINGS)
+    parser.add_argument("--allow-unsigned", action=on_off, help=FROM_SETTINGS)
+    parser.add_argument("--host", help=FROM_SETTINGS)
+    parser.add_argument("--port", type=int, help=FROM_SETTINGS)
+    parser.add_argument("--tls", action=on_off, help=FROM_SETTINGS)
+    parser.add_argument("--cert", type=Path, help=FROM_SETTINGS)
+    parser.add_argument("--key", type=Path, help=FROM_SETTINGS)
+    parser.add_argument("--api-key-file", type=Path, help=FROM_SETTINGS)
+    parser.add_argument("--watch", action=on_off, help=FROM_SETTINGS)
+    parser.add_argument("--watch-interval", type=float, metavar="SECONDS", help=FROM_SETTINGS)
+    parser.add_argument("--min-rating", type=float, help=FROM_SETTINGS)
     parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        help="a checkpoint folder (final/, latest, round-NNNN) or a run folder (serves its "
-        "final/, else latest/)",
+        "--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN", help=FROM_SETTINGS
     )
-    parser.add_argument(
-        "--verify-key",
-        type=Path,
-        metavar="PUBFILE",
-        help="the federation's public key (federation-signing.pub from `fedrec "
-        "certs`): serve only checkpoints whose signature it verifies, at start "
-        "and at every reload (required unless --allow-unsigned)",
-    )
-    parser.add_argument(
-        "--allow-unsigned",
-        action="store_true",
-        help="INSECURE: serve checkpoints without checking any signature "
-        "(logged as a warning; for local experiments only)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
-    parser.add_argument("--tls", action="store_true", help="serve HTTPS with --cert/--key")
-    parser.add_argument(
-        "--cert",
-        type=Path,
-        default=DEFAULT_CERT,
-        help="certificate (PEM) from `fedrec certs` (default %(default)s)",
-    )
-    parser.add_argument(
-        "--key", type=Path, default=DEFAULT_KEY, help="its private key (default %(default)s)"
-    )
-    parser.add_argument(
-        "--api-key-file",
-        type=Path,
-        help="file with one API key per line; requests then need "
-        "'Authorization: Bearer <key>' (/healthz and the page stay open)",
-    )
-    parser.add_argument(
-        "--watch",
-        action="store_true",
-        help="reload when the served folder changes (e.g. latest/ or final/)",
-    )
-    parser.add_argument("--watch-interval", type=float, default=2.0, metavar="SECONDS")
-    parser.add_argument(
-        "--min-rating",
-        type=float,
-        default=2.0,
-        help="recommend only items predicted at least this (default %(default)s)",
-    )
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow this origin by CORS (repeatable; default: CORS off)",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=1 << 20,
-        help="largest request body accepted (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-connections-per-client",
-        type=int,
-        default=64,
-        metavar="N",
-        help="open connections one client address may hold; more are refused "
-        "at once (default %(default)s; 0: no cap, e.g. behind a proxy that "
-        "applies its own)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=4096,
-        metavar="N",
-        help="open connections in all; more are refused at once (default %(default)s; 0: no cap)",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="close a connection whose request header is not complete this "
-        "long after it opened or after a request's first byte "
-        "(default %(default)s; 0: never)",
-    )
-    parser.add_argument(
-        "--open-docs",
-        action="store_true",
-        help="with --api-key-file, still serve /docs, /redoc and /openapi.json "
-        "without a key (default: 404 when keys are on; always open without keys)",
-    )
+    parser.add_argument("--max-body-bytes", type=int, help=FROM_SETTINGS)
+    parser.add_argument("--max-connections-per-client", type=int, metavar="N", help=FROM_SETTINGS)
+    parser.add_argument("--max-connections", type=int, metavar="N", help=FROM_SETTINGS)
+    parser.add_argument("--header-timeout", type=float, metavar="SECONDS", help=FROM_SETTINGS)
+    parser.add_argument("--open-docs", action=on_off, help=FROM_SETTINGS)
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the flags' files and verify the checkpoint (signature, "
+        default=False,
+        help="check the settings' files and verify the checkpoint (signature, "
         "sha256 of every file) as at start, then exit without serving",
     )
     parser.set_defaults(func=run)
@@ -124,70 +81,45 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from fedrec_app.gateway.connections import ConnectionGuard
     from fedrec_app.gateway.main import serve
-    from fedrec_app.gateway.security import load_api_keys
-    from fedrec_app.gateway.settings import GatewaySettings
+    from fedrec_app.gateway.settings import GatewaySettings, flag, load_settings
 
-    if args.tls:
-        for flag, path in (("--cert", args.cert), ("--key", args.key)):
+    given = {
+        name: value for name, value in vars(args).items() if name in GatewaySettings.model_fields
+    }
+    settings = load_settings(given)
+    if settings.tls:
+        for name, path in (("cert", settings.cert), ("key", settings.key)):
             if not path.is_file():
-                raise FedrecError(f"{flag} {path}: no such file (make one with `fedrec certs`)")
-    if not 1 <= args.min_rating <= 5:
-        raise FedrecError(f"--min-rating {args.min_rating}: must be within 1-5")
-    if args.watch_interval <= 0:
-        raise FedrecError(f"--watch-interval {args.watch_interval}: must be positive")
-    if args.verify_key is None and not args.allow_unsigned:
-        raise FedrecError(
-            "--verify-key PUBFILE is required: the federation's federation-signing.pub (from "
-            "`fedrec certs`); only checkpoints it verifies are served. --allow-unsigned serves "
-            "unsigned checkpoints (insecure)"
-        )
-    if args.verify_key is not None and args.allow_unsigned:
-        raise FedrecError("--verify-key and --allow-unsigned exclude each other")
-    for flag, value in (
-        ("--max-connections-per-client", args.max_connections_per_client),
-        ("--max-connections", args.max_connections),
-        ("--header-timeout", args.header_timeout),
-    ):
-        if value < 0:
-            raise FedrecError(f"{flag} {value}: must be >= 0 (0 turns the limit off)")
-    settings = GatewaySettings(
-        checkpoint=args.checkpoint,
-        verify_key=args.verify_key,
-        allow_unsigned=args.allow_unsigned,
-        min_rating=args.min_rating,
-        api_keys=load_api_keys(args.api_key_file) if args.api_key_file else frozenset(),
-        cors_origins=tuple(args.cors_origin),
-        max_body_bytes=args.max_body_bytes,
-        watch=args.watch,
-        watch_interval=args.watch_interval,
-        open_docs=args.open_docs,
-    )
+                raise FedrecError(
+                    f"{flag(name)} {path}: no such file (make one with `fedrec certs`)"
+                )
     if args.dry_run:
-        return _dry_run(args)
+        return _dry_run(settings)
     serve(
         settings,
-        host=args.host,
-        port=args.port,
-        certfile=args.cert if args.tls else None,
-        keyfile=args.key if args.tls else None,
+        host=settings.host,
+        port=settings.port,
+        certfile=settings.cert if settings.tls else None,
+        keyfile=settings.key if settings.tls else None,
         limits=ConnectionGuard(
-            max_per_client=args.max_connections_per_client,
-            max_total=args.max_connections,
-            header_timeout=args.header_timeout,
+            max_per_client=settings.max_connections_per_client,
+            max_total=settings.max_connections,
+            header_timeout=settings.header_timeout,
         ),
     )
     return 0
 
 
-def _dry_run(args: argparse.Namespace) -> int:
+def _dry_run(settings: GatewaySettings) -> int:
     """Verify and load the checkpoint exactly as a start would; serve nothing."""
     from fedrec_app.core.signing import load_verify_key
     from fedrec_app.gateway.store import describe, load_source
 
-    verify_key = load_verify_key(args.verify_key) if args.verify_key is not None else None
-    recommender = load_source(args.checkpoint, verify_key)
+    verify_key = load_verify_key(settings.verify_key) if settings.verify_key is not None else None
+    recommender = load_source(settings.checkpoint, verify_key)
     signed = "signature verified" if verify_key is not None else "UNSIGNED, not checked"
-    scheme = "https" if args.tls else "http"
+    scheme = "https" if settings.tls else "http"
     print(f"checkpoint ok ({signed}): {describe(recommender)}")
-    print(f"would serve {scheme}://{args.host}:{args.port}" + (" (--watch)" if args.watch else ""))
+    where = f"{scheme}://{settings.host}:{settings.port}"
+    print(f"would serve {where}" + (" (--watch)" if settings.watch else ""))
     return 0
