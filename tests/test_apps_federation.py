@@ -74,7 +74,7 @@ def test_run_completes_and_checkpoint_matches_its_manifest(
     assert set(final.manifest["files"]) == {"weights.npz", "items.csv", "model.keras"}
     assert not final.has_user_factors  # the default: user rows stay on the nodes
     assert [e["nodes"] for e in final.manifest["history"]] == [2, 2]
-    assert final.manifest["metrics"]["rmse"] > 0
+    assert final.manifest["metrics"]["test.rmse"] > 0
     # Each node kept its users' rows in its own state dir, under this run's id.
     for node in fed.nodes.values():
         assert (Path(str(node.node_config["state-dir"])) / f"{record['run-id']}.npz").is_file()

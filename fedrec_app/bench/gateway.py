@@ -28,7 +28,7 @@ import numpy as np
 
 from fedrec_app.core.checkpoint import MODEL, read_checkpoint, write_checkpoint
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.core.files import atomic_write
+from fedrec_app.core.files import atomic_write, write_json_atomic
 from fedrec_app.data.catalogue import GENRES, Catalogue
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
 def write_results(result: dict[str, Any], json_path: Path, table: str | None = None) -> Path:
     """Write ``json_path`` and the Markdown table next to it (``.md``), atomically; returns it."""
     md_path = json_path.with_suffix(".md")
-    atomic_write(json_path, json.dumps(result, indent=2) + "\n")
+    write_json_atomic(json_path, result)
     atomic_write(md_path, markdown(result) if table is None else table)
     return md_path
 

@@ -148,10 +148,10 @@ def _fedrec_figures(record: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     final = work_dir / "checkpoints" / record["run-id"] / "final"
     history = read_checkpoint(final).manifest["history"]
     figures = _run_figures(record, [float(e["seconds"]) for e in history])
-    figures["node_seconds"] = _mean([float(e["node_seconds"]) for e in history])
-    scored = [entry for entry in history if "rmse" in entry]  # the last round is not
+    figures["node_seconds"] = _mean([float(e["node.seconds"]) for e in history])
+    scored = [entry for entry in history if "test.rmse" in entry]  # the last round is not
     if scored:
-        figures["last_scored"] = {k: scored[-1][k] for k in ("round", "rmse", "ndcg@10")}
+        figures["last_scored"] = {k: scored[-1][k] for k in ("round", "test.rmse", "test.ndcg@10")}
     return figures
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from fedrec_app.core.files import write_json_atomic
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +90,7 @@ def _quality(args: argparse.Namespace) -> int:
             run_config=overrides,
         )
     print(table(result))
-    _write_json(args.json, result)
+    write_json_atomic(args.json, result)
     return 0
 
 
@@ -104,9 +104,9 @@ def _training(args: argparse.Namespace) -> int:
         work = args.work_dir or Path(tmp)
         result = run_training_bench(args.data, args.split, args.nodes, args.rounds, args.seed, work)
     print(table(result))
-    _write_json(args.json, headline(result))
+    write_json_atomic(args.json, headline(result))
     if args.details:
-        _write_json(args.details, result)
+        write_json_atomic(args.details, result)
     return 0
 
 
@@ -147,14 +147,8 @@ def _launch(args: argparse.Namespace) -> int:
             args.work_dir or Path(tmp), args.zip, args.md5, args.pairs, say=print
         )
     print(table(result))
-    _write_json(args.json, result)
+    write_json_atomic(args.json, result)
     return 0
-
-
-def _write_json(path: Path, result: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _register_gateway(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -277,5 +271,5 @@ def _foldin(args: argparse.Namespace) -> int:
 
     result = run_foldin_bench(args.checkpoint, args.data, args.split)
     print(table(result), end="")
-    _write_json(args.json, result)
+    write_json_atomic(args.json, result)
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from fedrec_app.core.training import TrainConfig
@@ -58,6 +57,7 @@ def _train_central(args: argparse.Namespace) -> int:
     # TensorFlow (seconds to import) loads only once the arguments and the data are good.
     from fedrec_app.core.central import load_central_data, train_central, write_central_checkpoint
     from fedrec_app.core.errors import FedrecError
+    from fedrec_app.core.files import write_json_atomic
 
     try:
         cfg = TrainConfig(seed=args.seed, **{f.name: getattr(args, f.name) for f in _HYPER})
@@ -98,7 +98,5 @@ def _train_central(args: argparse.Namespace) -> int:
             "ranking_epoch": result.ranking_epoch,
             "config": cfg.to_dict(),
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json_atomic(args.json, payload)
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.files import check_sha256s, sha256_bytes, sha256_file
+from fedrec_app.core.metrics import TRAIN_LOSS, metric_key
 from fedrec_app.core.rated import rated_problem
 from fedrec_app.core.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, USER_ARRAYS
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
@@ -169,6 +170,46 @@ def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
         )
     if not isinstance(manifest["files"], dict):
         raise CheckpointError(f"{path}: 'files' is not a JSON object")
+    return _with_current_metric_keys(manifest)
+
+
+# Metric keys before they were spelled one way (``fedrec_app.core.metrics.metric_key``): test
+# figures plain (``rmse``), validation ones ``val_rmse``, ``train_loss``, ``node_seconds``; and a
+# central checkpoint's history named its validation figures plain. Read as today's names.
+_OLD_KEYS = {
+    "train_loss": TRAIN_LOSS,
+    "loss": TRAIN_LOSS,
+    "node_seconds": "node.seconds",
+    "node_eval_seconds": "node.eval-seconds",
+    "node_train_seconds": "node.train-seconds",
+}
+_UNSPLIT_KEYS = ("round", "epoch", "seconds", "nodes", "failures")  # the round's own
+
+
+def _current_key(key: str, plain_split: str) -> str:
+    if "." in key or key in _UNSPLIT_KEYS:
+        return key
+    if key in _OLD_KEYS:
+        return _OLD_KEYS[key]
+    if key.startswith("val_"):
+        return metric_key("val", key.removeprefix("val_"))
+    return metric_key(plain_split, key)
+
+
+def _with_current_metric_keys(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with the metric keys of an older checkpoint renamed (``_OLD_KEYS``)."""
+    run_config = manifest.get("run_config")
+    central = isinstance(run_config, dict) and run_config.get("mode") == "central"
+    if isinstance(manifest.get("metrics"), dict):
+        manifest["metrics"] = {_current_key(k, "test"): v for k, v in manifest["metrics"].items()}
+    if isinstance(manifest.get("history"), list):
+        split = "val" if central else "test"
+        manifest["history"] = [
+            {_current_key(k, split): v for k, v in entry.items()}
+            if isinstance(entry, dict)
+            else entry
+            for entry in manifest["history"]
+        ]
     return manifest
 
 

@@ -9,6 +9,7 @@ R@k and NDCG@k are means over the users with at least one relevant item.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -16,6 +17,20 @@ import numpy as np
 
 RELEVANT_MIN = 4.0
 TOP_K = 10
+# Every figure keeps one name from node reply to checkpoint history: ``<split>.<name>``, the split
+# being ``train``, ``test`` (held-out ratings), ``val`` (validation) or ``node`` (the slowest
+# node's timings): ``train.loss``, ``test.rmse``, ``val.ndcg@10``, ``node.train-seconds``.
+TRAIN_LOSS = "train.loss"
+
+
+def metric_key(split: str, name: str) -> str:
+    """The name a figure carries from node to checkpoint: ``<split>.<name>``."""
+    return f"{split}.{name}"
+
+
+def split_metrics(split: str, values: Mapping[str, float]) -> dict[str, float]:
+    """``values`` (e.g. ``EvalSums.finalize()``) named as figures of ``split``."""
+    return {metric_key(split, name): value for name, value in values.items()}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ A train message carries ``arrays`` (the shared arrays: item rows + ``global_bias
 ``config`` (round, state key, catalogue fingerprint, whether to evaluate first). The reply
 carries ``arrays`` (the node's trained shared arrays), ``counts`` (per-row example counts, same
 names), optionally ``users`` (user rows, only when user factors are shared) and ``metrics``
-(training figures plus the evaluation sums of the incoming model, prefixed ``test.`` / ``val.``).
+(training figures plus the evaluation sums of the incoming model, prefixed ``test.`` / ``val.``:
+``fedrec_app.core.metrics.metric_key``, the one spelling of a figure from node to checkpoint).
 An evaluate message carries ``arrays`` and ``config``; its reply only ``metrics``. Every reply of
 a node whose node-config names its site (``site-name``) also carries ``node``, a ConfigRecord
 (strings) with that name, so the server's log says who replied.
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedrec_app.core.metrics import EvalSums
+from fedrec_app.core.metrics import EvalSums, split_metrics
 
 ARRAYS, CONFIG, COUNTS, USERS, METRICS = "arrays", "config", "counts", "users", "metrics"
 NODE, SITE_NAME = "node", "site-name"  # the replying node's ConfigRecord; node-config key
@@ -90,7 +91,7 @@ def eval_metrics(sums: Mapping[str, EvalSums], eval_round: int) -> dict[str, flo
     """Flatten per-split evaluation sums into MetricRecord values."""
     out: dict[str, float] = {EVAL_ROUND: float(eval_round)}
     for split, split_sums in sums.items():
-        out.update({f"{split}.{key}": value for key, value in split_sums.to_dict().items()})
+        out.update(split_metrics(split, split_sums.to_dict()))
     return out
 
 

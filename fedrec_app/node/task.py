@@ -22,7 +22,7 @@ from flwr.app import MetricRecord, RecordDict
 from fedrec_app.core import protocol
 from fedrec_app.core.config import RunConfig
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.core.metrics import EvalSums
+from fedrec_app.core.metrics import TRAIN_LOSS, EvalSums
 from fedrec_app.core.rated import rated_arrays
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.core.training import (
@@ -120,7 +120,7 @@ def train_round(
     )
     metrics.update(
         {
-            "train.loss": float(result.metrics.get("loss", float("nan"))),
+            TRAIN_LOSS: float(result.metrics.get("loss", float("nan"))),
             "num-examples": float(len(part.train)),
             "num-users": float(len(result.user_arrays["user_ids"])),
             "train-seconds": float(result.metrics.get("seconds", 0.0)),

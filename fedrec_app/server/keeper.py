@@ -19,6 +19,7 @@ import numpy as np
 
 from fedrec_app.core.checkpoint import point, read_checkpoint, round_folder_name, write_checkpoint
 from fedrec_app.core.config import BEST_METRICS, ConfigError, RunConfig
+from fedrec_app.core.metrics import metric_key
 from fedrec_app.core.rated import RATED_ARRAYS
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.core.training import MODEL_TYPE, SHARED_ARRAYS, TrainConfig, model_shape
@@ -177,7 +178,7 @@ class CheckpointKeeper:
         if self._last is None or server_round > self._last:
             point(self.run_dir, "latest", folder)
             self._last = server_round
-        value = metrics.get(f"val_{self.cfg.best_metric}")
+        value = metrics.get(metric_key("val", self.cfg.best_metric))
         if value is not None and is_better(self.cfg.best_metric, value, self._best):
             self._best = value
             point(self.run_dir, "best", folder)

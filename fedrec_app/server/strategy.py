@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 from fedrec_app.core import protocol
 from fedrec_app.core.config import RunConfig
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.core.metrics import EvalSums
+from fedrec_app.core.metrics import TRAIN_LOSS, EvalSums, metric_key, split_metrics
 from fedrec_app.core.rated import RATED_ARRAYS, from_lists, rated_lists, rated_problem
 from fedrec_app.core.scoring import USER_ARRAYS
 from fedrec_app.server.aggregation import average_rows
@@ -35,13 +35,10 @@ POLL_SECONDS = 0.5
 # While a round waits for its nodes, one "still training" line this often (`fedrec up` and
 # `flwr log` would otherwise show nothing for the whole first round, which loads TensorFlow).
 HEARTBEAT_SECONDS = 20.0
-# Node timings in a train reply -> round metrics (the slowest node's): a node's whole handler
-# (partition load, TensorFlow import, evaluation, training), its evaluation and its training.
-_NODE_TIMES = {
-    "seconds": "node_seconds",
-    "eval-seconds": "node_eval_seconds",
-    "train-seconds": "node_train_seconds",
-}
+# Node timings in a train reply -> round metrics ``node.<key>`` (the slowest node's): a node's
+# whole handler (partition load, TensorFlow import, evaluation, training), its evaluation and its
+# training.
+_NODE_TIMES = ("seconds", "eval-seconds", "train-seconds")
 
 
 class FederationError(FedrecError):
@@ -207,15 +204,16 @@ def aggregate(
             users.append(user_rows)
         metrics = reply.content.metric_records[protocol.METRICS]
         n = _number(metrics, "num-examples")
-        loss += _number(metrics, "train.loss") * n
+        loss += _number(metrics, TRAIN_LOSS) * n
         examples += n
-        for key, name in _NODE_TIMES.items():
+        for key in _NODE_TIMES:
+            name = metric_key("node", key)
             slowest[name] = max(slowest.get(name, 0.0), _number(metrics, key))
     result = evaluation(usable, names)
     result.shared = average_rows(previous, updates, server_lr) if updates else None
     result.users = users
     result.failures = failures
-    result.train = {"train_loss": loss / examples, **slowest} if examples else {}
+    result.train = {TRAIN_LOSS: loss / examples, **slowest} if examples else {}
     return result
 
 
@@ -271,15 +269,15 @@ def _check_shapes(
 
 
 def metrics_of(result: RoundResult) -> dict[str, float]:
-    """Global metrics: test figures as plain keys, validation figures prefixed ``val_``."""
+    """Global metrics of each split: ``test.rmse``, ``val.ndcg@10``, …"""
     out: dict[str, float] = {}
     for split, sums in result.sums.items():
-        prefix = "" if split == "test" else f"{split}_"
-        out.update({f"{prefix}{name}": value for name, value in sums.finalize().items()})
+        out.update(split_metrics(split, sums.finalize()))
     return out
 
 
-SHOWN_METRICS = (("rmse", "RMSE"), ("ndcg@10", "NDCG@10"))  # in the one line per round
+# in the one line per round
+SHOWN_METRICS = ((metric_key("test", "rmse"), "RMSE"), (metric_key("test", "ndcg@10"), "NDCG@10"))
 
 
 def node_label(node: int, names: Mapping[int, str] | None = None) -> str:
@@ -486,7 +484,7 @@ class FederationLoop:
 def format_metric(key: str, value: float) -> str:
     """One figure as an operator reads it: counts as integers, RMSE/MAE/losses with 4 decimals,
     ranking metrics (``ndcg@10``, ``hr@10``, …) with 3, seconds with 1."""
-    name = key.removeprefix("val_")
+    name = key.rpartition(".")[2]
     if name in ("rmse", "mae") or "loss" in name:
         return f"{value:.4f}"
     if "@" in name:

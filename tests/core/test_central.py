@@ -47,7 +47,7 @@ def test_train_central_cli_writes_metrics_and_a_valid_checkpoint(synthetic_ml, t
     # verifies the signature, the sha256 of every file and the catalogue fingerprint
     ckpt = read_checkpoint(out, load_verify_key(verify_key_file()))
     assert ckpt.manifest["has_user_factors"]
-    assert ckpt.manifest["metrics"]["rmse"] == pytest.approx(metrics["rmse"])
+    assert ckpt.manifest["metrics"]["test.rmse"] == pytest.approx(metrics["rmse"])
     assert (ckpt.path / "model.keras").is_file()
 
 

@@ -221,3 +221,24 @@ def test_unsigned_or_mangled_signature_is_refused(tmp_path: Path, rng) -> None:
         (signed / SIGNATURE).write_text(bad)
         with pytest.raises(CheckpointError, match=message):
             read_checkpoint(signed, verify_key=KEY.public_key())
+
+
+def test_metric_keys_of_older_checkpoints_are_read_with_todays_names(tmp_path: Path, rng) -> None:
+    catalogue = _catalogue()
+    old = {"round": 2, "rmse": 0.9, "val_rmse": 0.95, "train_loss": 0.4, "node_seconds": 3.0}
+    manifest = {"round": 2, "metrics": old, "history": [old], "run_config": {}}
+    folder = write_checkpoint(tmp_path / "fed", _arrays(rng, catalogue), catalogue, manifest)
+    read = verify_checkpoint(folder)
+    today = {"round": 2, "test.rmse": 0.9, "val.rmse": 0.95, "train.loss": 0.4, "node.seconds": 3.0}
+    assert read["metrics"] == today and read["history"] == [today]
+    # a central checkpoint's history held validation figures under plain names
+    central = {
+        "round": 2,
+        "metrics": {"rmse": 0.9, "seconds": 5.0},
+        "history": [{"round": 1, "epoch": 1, "loss": 0.5, "rmse": 1.1}],
+        "run_config": {"mode": "central"},
+    }
+    folder = write_checkpoint(tmp_path / "central", _arrays(rng, catalogue), catalogue, central)
+    read = verify_checkpoint(folder)
+    assert read["metrics"] == {"test.rmse": 0.9, "seconds": 5.0}
+    assert read["history"] == [{"round": 1, "epoch": 1, "train.loss": 0.5, "val.rmse": 1.1}]

@@ -26,6 +26,7 @@ from fedrec_app.server.strategy import (
     format_metric,
     learn_names,
     merge_users,
+    metrics_of,
     round_line,
     sample_nodes,
     wait_for_nodes,
@@ -83,7 +84,7 @@ def test_rows_are_averaged_over_the_nodes_that_touched_them() -> None:
     np.testing.assert_allclose(result.shared["item_bias"], expected)
     np.testing.assert_allclose(result.shared["item_embedding"], np.repeat(expected[:, None], K, 1))
     np.testing.assert_allclose(result.shared["global_bias"], (1.0 * 4 + 5.0 * 12) / 16)
-    assert result.train["train_loss"] == pytest.approx((1.0 * 4 + 5.0 * 12) / 16)
+    assert result.train["train.loss"] == pytest.approx((1.0 * 4 + 5.0 * 12) / 16)
 
 
 def test_weights_follow_counts_not_node_numbers() -> None:
@@ -220,15 +221,21 @@ def test_a_reply_names_its_site_only_when_node_config_has_one() -> None:
 
 
 def test_figures_are_printed_as_an_operator_reads_them() -> None:
-    assert format_metric("rmse", 0.92421) == "0.9242"
-    assert format_metric("val_mae", 0.7) == "0.7000"
-    assert format_metric("ndcg@10", 0.40449) == "0.404"
-    assert format_metric("hr@10", 1.0) == "1.000"
-    assert format_metric("train_loss", 0.5) == "0.5000"
-    assert format_metric("node_train_seconds", 12.345) == "12.3"
-    assert _fmt({"nodes": 3.0, "failures": 0.0, "seconds": 61.04, "ndcg@10": 0.4}) == (
-        "failures=0 ndcg@10=0.400 nodes=3 seconds=61.0"
+    assert format_metric("test.rmse", 0.92421) == "0.9242"
+    assert format_metric("val.mae", 0.7) == "0.7000"
+    assert format_metric("test.ndcg@10", 0.40449) == "0.404"
+    assert format_metric("val.hr@10", 1.0) == "1.000"
+    assert format_metric("train.loss", 0.5) == "0.5000"
+    assert format_metric("node.train-seconds", 12.345) == "12.3"
+    assert _fmt({"nodes": 3.0, "failures": 0.0, "seconds": 61.04, "test.ndcg@10": 0.4}) == (
+        "failures=0 nodes=3 seconds=61.0 test.ndcg@10=0.400"
     )
+
+
+def test_a_round_names_each_figure_split_dot_metric() -> None:
+    a = protocol.eval_metrics({"test": EvalSums(sse=4.0, num_ratings=1), "val": EvalSums()}, 2)
+    result = evaluation([_answer(1, _metrics(a))])
+    assert {"test.rmse", "test.ndcg@10", "val.rmse", "val.hr@10"} <= set(metrics_of(result))
 
 
 class _SlowGrid:
