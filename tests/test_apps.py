@@ -19,15 +19,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from direct_grid import DirectGrid, app_nodes, app_run_config
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from gateway.conftest import start_gateway
 from signing_keys import signing_key
 
 from fedrec_app.client_app import app as client_app
 from fedrec_app.core import protocol
 from fedrec_app.core.checkpoint import CheckpointError, read_checkpoint, verify_checkpoint
 from fedrec_app.core.config import ConfigError, parse_run_config
+from fedrec_app.core.rated import RATED_ARRAYS, rated_lists
 from fedrec_app.core.signing import new_signing_key, sign
 from fedrec_app.core.training import init_item_arrays
 from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catalogue_csv
+from fedrec_app.data.partition import load_partition_set_member
 from fedrec_app.data.site import make_site_partition
 from fedrec_app.node.state import load_state
 from fedrec_app.server.strategy import FederationError
@@ -61,7 +64,7 @@ def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Pat
     assert "model.keras" in ckpt.manifest["files"]
     assert ckpt.round == 2 and ckpt.has_user_factors
     assert [entry["round"] for entry in ckpt.manifest["history"]] == [1, 2]
-    for key in ("rmse", "mae", "hr@10", "ndcg@10", "val_rmse", "seconds"):
+    for key in ("test.rmse", "test.mae", "test.hr@10", "test.ndcg@10", "val.rmse", "train.loss"):
         assert np.isfinite(ckpt.manifest["metrics"][key])
     assert ckpt.manifest["run_config"]["checkpoint-dir"] == str(tmp_path / "ckpt")
     # Every user of both partitions is in the checkpoint; the nodes kept their own rows.
@@ -75,6 +78,34 @@ def test_full_run_writes_verified_checkpoints(partition_set: Path, tmp_path: Pat
     # The model changed from its initial state.
     start = init_item_arrays(len(ckpt.catalogue), parse_run_config(config).train_config())
     assert not np.allclose(start["item_embedding"], ckpt.arrays["item_embedding"])
+    # Each user's rated movies came with their row (all they rated at their node), and a
+    # gateway serving the checkpoint recommends none of them.
+    _assert_rated_movies_left_out(partition_set, final, tmp_path)
+
+
+def _assert_rated_movies_left_out(partition_set: Path, final: Path, tmp_path: Path) -> None:
+    ckpt = read_checkpoint(final)
+    rated: dict[int, set[int]] = {}
+    for index in (0, 1):
+        part = load_partition_set_member(partition_set, index)
+        for frame in (part.train, part.val, part.test):
+            for user, movie in zip(frame["user_id"], frame["movie_id"], strict=True):
+                rated.setdefault(int(user), set()).add(int(movie))
+    lists = rated_lists(ckpt.arrays)
+    user_ids = ckpt.arrays["user_ids"].tolist()
+    assert {u: set(lists[r].tolist()) for r, u in enumerate(user_ids)} == {
+        u: rated[u] for u in user_ids
+    }
+    users = [4, *np.random.default_rng(5).choice(user_ids, 5, replace=False).tolist()]
+    gateway = start_gateway(final, tmp_path)
+    try:
+        with gateway.client() as client:
+            for user in users:
+                recs = client.get("/recommend", params={"user_id": user, "n": 20}).json()
+                shown = {r["movie_id"] for r in recs["recommendations"]}
+                assert shown and not shown & rated[user], user
+    finally:
+        gateway.stop()
 
 
 def test_user_rows_stay_on_the_nodes_by_default(partition_set: Path, tmp_path: Path) -> None:
@@ -83,6 +114,7 @@ def test_user_rows_stay_on_the_nodes_by_default(partition_set: Path, tmp_path: P
     final = run(grid, parse_run_config(config), 42)
     assert final is not None and not read_checkpoint(final).has_user_factors
     assert all(protocol.USERS not in m.content.array_records for m in grid.sent)
+    assert not set(RATED_ARRAYS) & set(read_checkpoint(final).arrays)
 
 
 def test_resume_continues_rounds_history_and_node_state(
