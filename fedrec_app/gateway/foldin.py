@@ -47,7 +47,7 @@ class FoldInParams:
             ("l2_rating", ("l2_rating", "l2-rating"), float),
             ("l2_bias", ("l2_bias", "l2-bias"), float),
             ("l2_ranking", ("l2_ranking", "l2-ranking"), float),
-            ("negatives", ("negatives", "num_negatives", "num-negatives"), int),
+            ("negatives", ("negatives",), int),
             ("low_rating", ("low_rating", "low-rating"), float),
         ):
             for key in keys:
