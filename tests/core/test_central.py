@@ -7,6 +7,7 @@ import pytest
 from signing_keys import signing_key_file, verify_key_file
 
 from fedrec_app.core.checkpoint import read_checkpoint
+from fedrec_app.core.rated import rated_lists
 from fedrec_app.core.signing import load_verify_key
 from fedrec_app.data.partition import load_partition_set_member, make_partitions
 
@@ -49,6 +50,13 @@ def test_train_central_cli_writes_metrics_and_a_valid_checkpoint(synthetic_ml, t
     assert ckpt.manifest["has_user_factors"]
     assert ckpt.manifest["metrics"]["test.rmse"] == pytest.approx(metrics["rmse"])
     assert (ckpt.path / "model.keras").is_file()
+    # each user's rated movies (u1.base and u1.test together: all of u.data), for the gateway
+    rated: dict[int, set[int]] = {}
+    for line in (synthetic_ml / "u.data").read_text().splitlines():
+        user, movie = (int(x) for x in line.split("\t")[:2])
+        rated.setdefault(user, set()).add(movie)
+    lists = rated_lists(ckpt.arrays)
+    assert {u: set(lists[r].tolist()) for r, u in enumerate(ckpt.arrays["user_ids"])} == rated
 
 
 def test_central_train_val_split_is_the_partitioners(synthetic_ml, tmp_path) -> None:
