@@ -102,7 +102,15 @@ class RunConfig:
 # Which validation metrics may pick the `best` checkpoint, and whether lower is better.
 BEST_METRICS: dict[str, bool] = {"rmse": True, "mae": True, "ndcg@10": False, "hr@10": False}
 
-_POSITIVE_INT = ("num_server_rounds", "local_epochs", "batch_size", "embedding_dim", "rank_dim")
+_POSITIVE_INT = (
+    "num_server_rounds",
+    "local_epochs",
+    "batch_size",
+    "embedding_dim",
+    "rank_dim",
+    "negatives",
+    "min_nodes",
+)
 _POSITIVE_FLOAT = ("learning_rate", "server_lr", "node_wait_timeout", "round_timeout")
 _NON_NEGATIVE_FLOAT = ("l2_rating", "l2_bias", "l2_count_power", "l2_ranking", "low_rating")
 
@@ -193,7 +201,7 @@ def _checked(key: str, value: Any) -> Any:
     """``value`` of ``key`` converted to its field type and checked against its range."""
     value = _convert(key, value, _KINDS[key])
     name = key.replace("-", "_")
-    if name in _POSITIVE_INT or key in ("negatives", "min-nodes"):
+    if name in _POSITIVE_INT:
         _require(value >= 1, name, value, "must be >= 1")
     elif name in _POSITIVE_FLOAT:
         _require(value > 0, name, value, "must be > 0")
