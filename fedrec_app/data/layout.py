@@ -19,7 +19,7 @@ import yaml
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.files import check_sha256s
 
-MANIFEST = "manifest.yaml"
+PARTITION_MANIFEST = "manifest.yaml"
 ITEMS = "items.csv"
 PART_FILES: tuple[str, ...] = ("train.csv", "val.csv", "test.csv")
 PARTITION_KIND = "partition"
@@ -47,21 +47,23 @@ def existing_output(out: Path, what: str) -> bool:
         return False
     if not out.is_dir():
         raise FedrecError(f"{out} exists and is not a folder; nothing overwritten")
-    if (out / MANIFEST).is_file():
+    if (out / PARTITION_MANIFEST).is_file():
         return True
     if any(out.iterdir()):
-        raise FedrecError(f"{out} exists and is not a {what} (no {MANIFEST}); nothing overwritten")
+        raise FedrecError(
+            f"{out} exists and is not a {what} (no {PARTITION_MANIFEST}); nothing overwritten"
+        )
     return False
 
 
 def read_partition_manifest(folder: Path) -> dict[str, Any]:
     """The parsed own ``manifest.yaml`` of a partition folder; FedrecError naming the file."""
     folder = Path(folder)
-    path = folder / MANIFEST
+    path = folder / PARTITION_MANIFEST
     if not folder.is_dir():
         raise FedrecError(f"partition folder {folder} not found")
     if not path.exists():
-        old = (folder.parent / MANIFEST).is_file()
+        old = (folder.parent / PARTITION_MANIFEST).is_file()
         hint = (
             " (this folder was made before partition folders carried their own manifest: remake "
             "it with `fedrec partition`, or `fedrec partition site` for a site's own ratings)"

@@ -40,10 +40,10 @@ from fedrec_app.core.files import sha256_bytes, sha256_file
 from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     ITEMS,
-    MANIFEST,
     PART_FILES,
     PARTITION_FORMAT,
     PARTITION_KIND,
+    PARTITION_MANIFEST,
     existing_output,
     load_manifest_yaml,
     partition_dir_name,
@@ -314,7 +314,7 @@ def _write_set(
             "files": {ITEMS: {"sha256": sha256_bytes(items), "bytes": len(items)}},
             "partitions": entries,
         }
-        (staging / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (staging / PARTITION_MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
         try:
             staging.rename(out)
         except OSError as exc:
@@ -358,7 +358,7 @@ def write_partition_folder(
         "test_users": int(frames["test.csv"]["user_id"].nunique()),
         "files": files,
     }
-    (folder / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    (folder / PARTITION_MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return manifest
 
 
@@ -407,7 +407,7 @@ def _existing_set(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
 
 def read_manifest(set_dir: Path) -> dict[str, Any]:
     """The parsed ``manifest.yaml`` of a partition set (FedrecError if missing or malformed)."""
-    path = Path(set_dir) / MANIFEST
+    path = Path(set_dir) / PARTITION_MANIFEST
     manifest = load_manifest_yaml(path)
     if (
         not isinstance(manifest, dict)
@@ -440,7 +440,7 @@ def load_partition(path: Path) -> Partition:
     if catalogue.fingerprint != manifest["catalogue"]["fingerprint"]:
         raise FedrecError(
             f"{path / ITEMS}: catalogue fingerprint {catalogue.fingerprint} differs from "
-            f"{path / MANIFEST} ({manifest['catalogue']['fingerprint']})"
+            f"{path / PARTITION_MANIFEST} ({manifest['catalogue']['fingerprint']})"
         )
     frames = {name: _read_csv(path / name) for name in PART_FILES}
     return Partition(

@@ -14,8 +14,8 @@ from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.data.movielens import read_items, read_split
 from fedrec_app.data.partition import (
-    MANIFEST,
     PART_FILES,
+    PARTITION_MANIFEST,
     load_partition,
     load_partition_set_member,
     make_partitions,
@@ -44,7 +44,7 @@ def assert_partition_contract(data_dir: Path, set_dir: Path, split: str, k: int)
     partition has test users; counts match the manifest; val users have training ratings."""
     source_train, source_test = read_split(data_dir, split)
     parts = [load_partition_set_member(set_dir, i) for i in range(k)]
-    manifest = yaml.safe_load((set_dir / MANIFEST).read_text())
+    manifest = yaml.safe_load((set_dir / PARTITION_MANIFEST).read_text())
     seen: set[int] = set()
     train_all, test_all = Counter(), Counter()
     for part, entry in zip(parts, manifest["partitions"], strict=True):
@@ -259,13 +259,17 @@ def test_load_detects_altered_file(set_dir: Path, name: str) -> None:
 def test_each_partition_folder_is_self_contained(set_dir: Path, tmp_path: Path) -> None:
     """A partition folder moved away from its set loads alone; its own manifest lists only its
     own files and counts, and pins the catalogue by the sha256 of its items.csv."""
-    whole = yaml.safe_load((set_dir / MANIFEST).read_text())
+    whole = yaml.safe_load((set_dir / PARTITION_MANIFEST).read_text())
     alone = tmp_path / "site-host" / "data"
     alone.parent.mkdir()
     (set_dir / "partition-1").rename(alone)
     part = load_partition(alone)
-    own = yaml.safe_load((alone / MANIFEST).read_text())
-    assert sorted(p.name for p in alone.iterdir()) == ["items.csv", MANIFEST, *sorted(PART_FILES)]
+    own = yaml.safe_load((alone / PARTITION_MANIFEST).read_text())
+    assert sorted(p.name for p in alone.iterdir()) == [
+        "items.csv",
+        PARTITION_MANIFEST,
+        *sorted(PART_FILES),
+    ]
     assert own["index"] == part.index == 1
     assert own["catalogue"]["fingerprint"] == part.catalogue.fingerprint
     assert own["catalogue"]["fingerprint"] == "sha256:" + own["files"]["items.csv"]["sha256"]
@@ -273,7 +277,7 @@ def test_each_partition_folder_is_self_contained(set_dir: Path, tmp_path: Path) 
     entry = whole["partitions"][1]
     assert own["users"] == entry["users"] and own["test_users"] == entry["test_users"]
     assert {k: own["files"][k] for k in PART_FILES} == entry["files"]
-    text = (alone / MANIFEST).read_text()
+    text = (alone / PARTITION_MANIFEST).read_text()
     assert "partitions" not in own and "totals" not in own
     for other in (whole["partitions"][0], whole["partitions"][2]):
         assert other["files"]["train.csv"]["sha256"] not in text
@@ -284,9 +288,9 @@ def test_load_detects_missing_manifest_and_stray_folder(set_dir: Path) -> None:
     (set_dir / "partition-7").mkdir()
     with pytest.raises(FedrecError, match="partition-7/manifest.yaml: missing: not a partition"):
         load_partition(set_dir / "partition-7")
-    (set_dir / MANIFEST).unlink()  # the set's manifest: a node does not need it
+    (set_dir / PARTITION_MANIFEST).unlink()  # the set's manifest: a node does not need it
     load_partition(set_dir / "partition-0")
-    (set_dir / "partition-0" / MANIFEST).unlink()
+    (set_dir / "partition-0" / PARTITION_MANIFEST).unlink()
     with pytest.raises(FedrecError, match="partition-0/manifest.yaml: missing"):
         load_partition(set_dir / "partition-0")
     with pytest.raises(FedrecError, match="partition folder .* not found"):
@@ -296,7 +300,7 @@ def test_load_detects_missing_manifest_and_stray_folder(set_dir: Path) -> None:
 def test_old_layout_is_refused_naming_the_missing_manifest(set_dir: Path) -> None:
     """A set made before partitions carried their own manifest: a clear error, and the demo
     command refuses to call it present."""
-    (set_dir / "partition-0" / MANIFEST).unlink()
+    (set_dir / "partition-0" / PARTITION_MANIFEST).unlink()
     with pytest.raises(FedrecError, match=r"partition-0/manifest\.yaml: missing.*remake it"):
         load_partition(set_dir / "partition-0")
     with pytest.raises(FedrecError, match=r"partition-0/manifest\.yaml: missing"):
@@ -304,7 +308,7 @@ def test_old_layout_is_refused_naming_the_missing_manifest(set_dir: Path) -> Non
 
 
 def test_manifest_whose_catalogue_is_not_its_items_is_refused(set_dir: Path) -> None:
-    path = set_dir / "partition-0" / MANIFEST
+    path = set_dir / "partition-0" / PARTITION_MANIFEST
     own = yaml.safe_load(path.read_text())
     own["catalogue"]["fingerprint"] = "sha256:" + "0" * 64
     path.write_text(yaml.safe_dump(own))

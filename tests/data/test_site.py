@@ -13,7 +13,7 @@ import yaml
 
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.data.catalogue import write_catalogue_csv
-from fedrec_app.data.layout import MANIFEST
+from fedrec_app.data.layout import PARTITION_MANIFEST
 from fedrec_app.data.movielens import read_items, read_ratings
 from fedrec_app.data.partition import load_partition
 from fedrec_app.data.site import make_site_partition
@@ -57,7 +57,7 @@ def test_site_folder_holds_exactly_its_ratings(
     assert set(part.test["user_id"]) <= set(part.train["user_id"])
     assert 0.1 < len(part.test) / len(source) < 0.3
     assert (out / "items.csv").read_bytes() == catalogue.read_bytes()
-    own = yaml.safe_load((out / MANIFEST).read_text())
+    own = yaml.safe_load((out / PARTITION_MANIFEST).read_text())
     assert own["origin"] == {
         "kind": "site",
         "ratings": {"file": "ratings.tsv", "sha256": own["origin"]["ratings"]["sha256"]},
@@ -70,7 +70,7 @@ def test_site_folder_holds_exactly_its_ratings(
     assert own["catalogue"]["fingerprint"] == part.catalogue.fingerprint
     assert sorted(p.name for p in out.iterdir()) == [
         "items.csv",
-        MANIFEST,
+        PARTITION_MANIFEST,
         "test.csv",
         "train.csv",
         "val.csv",
@@ -194,7 +194,7 @@ def test_cli_partition_site(ratings: Path, catalogue: Path, tmp_path: Path) -> N
     made = fedrec(*args, "--test-fraction", "0.25", "--seed", "2")
     assert made.returncode == 0, made.stderr
     assert f"{out}: " in made.stdout and "with test" in made.stdout
-    assert yaml.safe_load((out / MANIFEST).read_text())["origin"]["test_fraction"] == 0.25
+    assert yaml.safe_load((out / PARTITION_MANIFEST).read_text())["origin"]["test_fraction"] == 0.25
     again = fedrec(*args, "--test-fraction", "0.25", "--seed", "2")
     assert "already there and verifies" in again.stdout
     bad = fedrec(
