@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from fedrec_app.gateway.connections import ConnectionGuard
     from fedrec_app.gateway.main import serve
-    from fedrec_app.gateway.settings import GatewaySettings, flag, load_settings
+    from fedrec_app.gateway.settings import GatewaySettings, flag_and_env, load_settings
 
     given = {
         name: value for name, value in vars(args).items() if name in GatewaySettings.model_fields
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         for name, path in (("cert", settings.cert), ("key", settings.key)):
             if not path.is_file():
                 raise FedrecError(
-                    f"{flag(name)} {path}: no such file (make one with `fedrec certs`)"
+                    f"{flag_and_env(name)} {path}: no such file (make one with `fedrec certs`)"
                 )
     if args.dry_run:
         return _dry_run(settings)

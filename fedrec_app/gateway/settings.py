@@ -92,17 +92,17 @@ class GatewaySettings(BaseSettings):
                 f"--verify-key PUBFILE is required (env {env_var('verify_key')}): the "
                 "federation's federation-signing.pub (from `fedrec certs`); only checkpoints "
                 "it verifies are served. "
-                f"{flag('allow_unsigned')} serves unsigned checkpoints (insecure)"
+                f"{flag_and_env('allow_unsigned')} serves unsigned checkpoints (insecure)"
             )
         if self.verify_key is not None and self.allow_unsigned:
-            raise ValueError(
-                f"{flag('verify_key')} and {flag('allow_unsigned')} exclude each other"
-            )
+            both = f"{flag_and_env('verify_key')} and {flag_and_env('allow_unsigned')}"
+            raise ValueError(f"{both} exclude each other")
         return self
 
     def model_post_init(self, context: Any, /) -> None:
+        """Read the API keys once, as the settings are made (the file is the setting)."""
         if self.api_key_file is not None:
-            from fedrec_app.gateway.security import load_api_keys
+            from fedrec_app.gateway.security import load_api_keys  # FastAPI: not for --help
 
             self._api_keys = load_api_keys(self.api_key_file)
 
@@ -117,7 +117,7 @@ def env_var(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def flag(field: str) -> str:
+def flag_and_env(field: str) -> str:
     """``verify_key`` -> ``--verify-key / FEDREC_GATEWAY_VERIFY_KEY``."""
     return f"--{field.replace('_', '-')} / {env_var(field)}"
 
@@ -147,7 +147,7 @@ def _problem(error: ErrorDetails, flags: Mapping[str, Any]) -> str:
         return message
     name = str(error["loc"][0])
     if error["type"] == "missing":
-        return f"{flag(name)}: required"
+        return f"{flag_and_env(name)}: required"
     return f"{_source(name, flags)} {error['input']!r}: {message}"
 
 
