@@ -20,7 +20,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--data", type=Path, required=True, help="the ml-100k folder")
     p.add_argument("--split", default="u1", help="u1..u5 | ua | ub | holdout (default u1)")
-    p.add_argument("--num-partitions", type=int, required=True, help="simulated nodes (K)")
+    p.add_argument(
+        "--num-partitions",
+        type=_int_list,
+        help="simulated nodes K, or several: 3,5,10,20 (one central run for all)",
+    )
+    p.add_argument(
+        "--scheme",
+        type=_scheme_list,
+        default=["random"],
+        help="partition scheme(s): random (default), activity, genre; several: random,genre "
+        "(every scheme at every K)",
+    )
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="issue 13's floor runs: random at K=3,5,10,20, activity and genre at K=5; print "
+        "which floors hold (instead of --num-partitions/--scheme)",
+    )
     p.add_argument("--seed", type=int, default=0, help="partition and model seed (default 0)")
     p.add_argument("--rounds", type=int, help="federated rounds (default: the app's)")
     p.add_argument(
@@ -68,20 +85,50 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _register_foldin(kinds)
 
 
+def _int_list(text: str) -> list[int]:
+    """``"3,5,10"`` -> ``[3, 5, 10]`` (each >= 1)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K or K,K,...: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every K must be >= 1: {text!r}")
+    return values
+
+
+def _scheme_list(text: str) -> list[str]:
+    """``"random,genre"`` -> ``["random", "genre"]``."""
+    schemes = [part.strip() for part in text.split(",")]
+    bad = [s for s in schemes if s not in ("random", "activity", "genre")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown scheme(s) {bad}: random, activity, genre")
+    return schemes
+
+
+FLOOR_RUNS = [("random", 3), ("random", 5), ("random", 10), ("random", 20)]
+FLOOR_RUNS += [("activity", 5), ("genre", 5)]
+
+
 def _quality(args: argparse.Namespace) -> int:
-    from fedrec_app.bench.quality import run_quality, table
+    from fedrec_app.bench.quality import many_table, run_quality_many, table
     from fedrec_app.core.config import config_args
     from fedrec_app.core.errors import FedrecError
 
-    if args.num_partitions < 1:
-        raise FedrecError("--num-partitions must be >= 1")
+    if args.floors:
+        if args.num_partitions or args.scheme != ["random"] or args.split != "u1":
+            raise FedrecError("--floors runs u1 at its own K and schemes: drop those flags")
+        runs = FLOOR_RUNS
+    elif args.num_partitions:
+        runs = [(scheme, k) for scheme in args.scheme for k in args.num_partitions]
+    else:
+        raise FedrecError("give --num-partitions K[,K...] or --floors")
     overrides = config_args(args.run_config)  # checked before anything starts
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-quality-") as tmp:
         work = args.work_dir or Path(tmp)
-        result = run_quality(
+        many = run_quality_many(
             args.data,
             args.split,
-            args.num_partitions,
+            runs,
             args.seed,
             work,
             rounds=args.rounds,
@@ -89,8 +136,12 @@ def _quality(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             run_config=overrides,
         )
-    print(table(result))
-    write_json_atomic(args.json, result)
+    if len(runs) == 1:  # one run: its table and JSON as before
+        print(table(many["runs"][0]))
+        write_json_atomic(args.json, many["runs"][0])
+    else:
+        print(many_table(many))
+        write_json_atomic(args.json, many)
     return 0
 
 

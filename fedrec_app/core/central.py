@@ -25,10 +25,15 @@ from fedrec_app.core.training import (
     MODEL_TYPE,
     TrainConfig,
     evaluate,
+    implicit_matrix,
     init_item_arrays,
     init_user_arrays,
+    item_rows,
     model_shape,
+    rated_keys,
     train_local,
+    user_rows,
+    with_implicit,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +48,10 @@ RANKING_ARRAYS: tuple[str, ...] = ("item_rank_embedding", "item_rank_bias", "use
 
 @dataclass
 class CentralResult:
-    """Test metrics of the selected model, its arrays and the per-epoch validation history."""
+    """Test metrics of the selected model, its arrays and the per-epoch validation history.
+
+    `user_arrays` are the rows a checkpoint holds: with the implicit term added
+    (`fedrec_app.core.training`)."""
 
     metrics: dict[str, float]
     seconds: float
@@ -130,6 +138,15 @@ def train_central(
             break
     shared, user_arrays = combine_heads(best_rating[2:], best_ranking[2:])
     metrics = evaluate(shared, user_arrays, seen, data.test, data.catalogue).finalize()
+    if cfg.implicit:  # the served user rows hold the implicit term (over train + validation)
+        movie_ids = np.asarray(data.catalogue.movie_ids, np.int64)
+        keys = rated_keys(
+            user_rows(user_arrays, seen["user_id"].to_numpy()),
+            item_rows(movie_ids, seen["movie_id"].to_numpy()),
+            len(movie_ids),
+        )
+        matrix = implicit_matrix(keys, len(user_arrays["user_ids"]), len(movie_ids))
+        user_arrays = with_implicit(shared, user_arrays, matrix)
     return CentralResult(
         metrics=metrics,
         seconds=time.perf_counter() - start,

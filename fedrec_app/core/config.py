@@ -51,6 +51,7 @@ class RunConfig:
     l2_ranking: float
     negatives: int
     low_rating: float
+    implicit: bool
     fraction_train: float
     min_nodes: int
     node_wait_timeout: float
@@ -84,6 +85,7 @@ class RunConfig:
             l2_ranking=self.l2_ranking,
             negatives=self.negatives,
             low_rating=self.low_rating,
+            implicit=int(self.implicit),
             learning_rate=self.learning_rate * self.lr_decay ** (server_round - 1),
             batch_size=self.batch_size,
             local_epochs=self.local_epochs,

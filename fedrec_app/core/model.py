@@ -3,7 +3,11 @@
 The model's weights are exactly the named arrays of the checkpoint contract (see
 `fedrec_app.core.scoring`): item-side `item_embedding (I,k)`, `item_bias (I,)`, `item_rank_embedding
 (I,r)`, `item_rank_bias (I,)`, the scalar `global_bias`, and user-side `user_embedding (U,k)`,
-`user_bias (U,)`, `user_rank_embedding (U,r)`.
+`user_bias (U,)`, `user_rank_embedding (U,r)`. With `ModelShape.implicit`, the rating head also has
+the item-side `item_implicit (I,k)` (SVD++'s implicit factors): a user's rating-head vector is
+`user_embedding[u] + sum_j N[u, j] * item_implicit[j]`, where `N` (the non-trainable
+`implicit_matrix (U,I)`, set with `set_implicit`) holds `|R(u)| ** -0.5` for each item `j` in
+the set `R(u)` of items the user rated in the training data, 0 elsewhere.
 
 One training example is one rating plus `n` sampled negatives of the same user:
 inputs `user (B,)`, `item (B,)`, `negatives (B,n)` (row indices) and optional per-example L2
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from fedrec_app.core.scoring import GLOBAL_ARRAYS, ITEM_ARRAYS, RATING_MAX, RATI
 log = logging.getLogger(__name__)
 
 MODEL_ARRAYS: tuple[str, ...] = ITEM_ARRAYS + GLOBAL_ARRAYS + USER_ARRAYS
+IMPLICIT_ARRAYS: tuple[str, ...] = ("item_implicit",)  # with ModelShape.implicit only
 # Batches per call of the compiled train step: the same updates in the same order as one batch
 # per call, without the Python round trip per batch (a local epoch runs about 2x faster on CPU).
 STEPS_PER_EXECUTION = 32
@@ -46,6 +52,9 @@ class ModelShape:
     l2_rating: float
     l2_ranking: float
     l2_bias: float
+    implicit: bool = (
+        False  # SVD++ implicit term in the rating head (item_implicit, implicit_matrix)
+    )
 
 
 @keras.saving.register_keras_serializable(package="fedrec")
@@ -74,6 +83,13 @@ class FedRecModel(keras.Model):  # type: ignore[misc]  # Keras ships no type inf
         )
         self.item_rank_bias = self.add_weight(shape=(i,), initializer=zeros, name="item_rank_bias")
         self.global_bias = self.add_weight(shape=(), initializer=zeros, name="global_bias")
+        if shape.implicit:
+            self.item_implicit = self.add_weight(
+                shape=(i, k), initializer=zeros, name="item_implicit"
+            )
+            self.implicit_matrix = self.add_weight(
+                shape=(u, i), initializer=zeros, name="implicit_matrix", trainable=False
+            )
         self.built = True  # every weight exists now; no input shape changes them
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
@@ -85,9 +101,16 @@ class FedRecModel(keras.Model):  # type: ignore[misc]  # Keras ships no type inf
         q_i = ops.take(self.item_embedding, item, axis=0)
         b_u = ops.take(self.user_bias, user, axis=0)
         b_i = ops.take(self.item_bias, item, axis=0)
+        l2_user = ops.sum(p_u * p_u, -1)
+        if s.implicit:  # SVD++: add the normalised sum of the rated items' implicit factors
+            n_u = ops.take(self.implicit_matrix, user, axis=0)  # (B, I)
+            p_u = p_u + ops.matmul(n_u, self.item_implicit)
+            # L2 on every implicit row in the example's sum, as SVD++'s per-rating update does
+            rated = ops.cast(n_u > 0, n_u.dtype)
+            l2_user = l2_user + ops.matmul(rated, ops.sum(self.item_implicit**2, -1))
         rating = self.global_bias + b_u + b_i + ops.sum(p_u * q_i, axis=-1)
         self.add_loss(
-            s.l2_rating * ops.mean(wu * ops.sum(p_u * p_u, -1) + wi * ops.sum(q_i * q_i, -1))
+            s.l2_rating * ops.mean(wu * l2_user + wi * ops.sum(q_i * q_i, -1))
             + s.l2_bias * ops.mean(wu * b_u * b_u + wi * b_i * b_i)
         )
         # Ranking head: logistic MF over the positive item and the sampled negatives.
@@ -107,20 +130,33 @@ class FedRecModel(keras.Model):  # type: ignore[misc]  # Keras ships no type inf
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "shape": asdict(self.shape_spec)}
 
+    @property
+    def array_names(self) -> tuple[str, ...]:
+        """The contract's arrays of this model: MODEL_ARRAYS, and `item_implicit` if implicit."""
+        return MODEL_ARRAYS + (IMPLICIT_ARRAYS if self.shape_spec.implicit else ())
+
     def get_arrays(self) -> dict[str, np.ndarray]:
         """The model's weights as the named float32 arrays of the contract."""
-        return {name: np.array(getattr(self, name).numpy()) for name in MODEL_ARRAYS}
+        return {name: np.array(getattr(self, name).numpy()) for name in self.array_names}
 
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Load the named arrays into the model's weights (shapes must match exactly)."""
-        for name in MODEL_ARRAYS:
+    def set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Load the named arrays into the model's weights (shapes must match exactly); a missing
+        `item_implicit` loads as zeros (a model without the implicit term scores the same)."""
+        for name in self.array_names:
             var = getattr(self, name)
+            if name in IMPLICIT_ARRAYS and name not in arrays:
+                var.assign(np.zeros(var.shape, dtype="float32"))
+                continue
             value = np.asarray(arrays[name], dtype="float32")
             if tuple(value.shape) != tuple(var.shape):
                 raise ValueError(
                     f"array {name!r}: shape {value.shape}, model wants {tuple(var.shape)}"
                 )
             var.assign(value)
+
+    def set_implicit(self, matrix: np.ndarray) -> None:
+        """Load the `(U,I)` implicit matrix `N` (see the module docstring); implicit models only."""
+        self.implicit_matrix.assign(np.asarray(matrix, dtype="float32"))
 
 
 def build_model(shape: ModelShape, learning_rate: float) -> FedRecModel:

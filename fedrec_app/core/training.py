@@ -2,8 +2,16 @@
 
 Arrays travel as dicts of numpy arrays named as in `fedrec_app.core.scoring`:
 
-- *shared arrays* (sent to the server, averaged per row): the item arrays plus `global_bias`;
+- *shared arrays* (sent to the server, averaged per row): the item arrays plus `global_bias`, and
+  with `TrainConfig.implicit` the SVD++ implicit factors `item_implicit (I,k)`;
 - *user arrays* (stay with the node): `user_ids (U,) int64` naming the rows, plus the user arrays.
+
+With the implicit term, a user's rating-head vector is `user_embedding + |R(u)| ** -0.5 *
+sum_{j in R(u)} item_implicit[j]` over the items `R(u)` the user rated in the node's training data
+(train + validation ratings; only which items, not the values). Each node computes it from its own
+users' ratings, so nothing about a user leaves the node; `item_implicit` rows are averaged like the
+other item rows. `LocalResult.serving_user_arrays` holds the user rows with the term added (what
+a checkpoint holds and the gateway scores: `fedrec_app.core.scoring`'s formulas are unchanged).
 
 The global bias is one trainable scalar, initialised to `TrainConfig.global_bias_init` and
 averaged on the server like an item row whose count is the number of rating examples a node
@@ -41,7 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHARED_ARRAYS: tuple[str, ...] = ITEM_ARRAYS + GLOBAL_ARRAYS
+SHARED_ARRAYS: tuple[str, ...] = ITEM_ARRAYS + GLOBAL_ARRAYS  # every model has these
+IMPLICIT_ARRAY = "item_implicit"  # with TrainConfig.implicit: SVD++ implicit item factors (I,k)
 MODEL_TYPE = "biased-mf+logistic-mf"  # the checkpoint manifest's model.type
 
 
@@ -61,6 +70,8 @@ class TrainConfig:
     # Ranking head: a rating <= low_rating is an explicit negative (label 0) instead of a positive,
     # so low ratings push similar movies down (0 = every rated item is a positive).
     low_rating: float = 0.0
+    # Rating head: 1 adds the SVD++ implicit user term (see the module docstring); 0 = plain MF.
+    implicit: int = 0
     learning_rate: float = 5e-3  # Adam
     batch_size: int = 256
     local_epochs: int = 3  # epochs per call of train_local in a federation
@@ -69,6 +80,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.implicit not in (0, 1):
+            raise ValueError(f"TrainConfig.implicit must be 0 or 1, got {self.implicit}")
         for name in ("embedding_dim", "rank_dim", "negatives", "batch_size", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -104,6 +117,11 @@ class LocalResult:
     item_counts: dict[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
+    serving_user_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.serving_user_arrays:
+            self.serving_user_arrays = self.user_arrays
 
 
 def model_shape(cfg: TrainConfig, num_users: int, num_items: int) -> ModelShape:
@@ -118,7 +136,13 @@ def model_shape(cfg: TrainConfig, num_users: int, num_items: int) -> ModelShape:
         l2_rating=cfg.l2_rating,
         l2_ranking=cfg.l2_ranking,
         l2_bias=cfg.l2_bias,
+        implicit=bool(cfg.implicit),
     )
+
+
+def shared_names(cfg: TrainConfig) -> tuple[str, ...]:
+    """The shared arrays of a model trained with `cfg`."""
+    return SHARED_ARRAYS + ((IMPLICIT_ARRAY,) if cfg.implicit else ())
 
 
 # ------------------------------------------------------------------ initialisation
@@ -129,13 +153,16 @@ def init_item_arrays(
 ) -> dict[str, np.ndarray]:
     """Fresh shared arrays: small random factors, zero item biases, the initial global bias."""
     rng = np.random.default_rng([cfg.seed if seed is None else seed, 1])
-    return {
+    arrays = {
         "item_embedding": _normal(rng, (num_items, cfg.embedding_dim), cfg.init_std),
         "item_bias": np.zeros(num_items, np.float32),
         "item_rank_embedding": _normal(rng, (num_items, cfg.rank_dim), cfg.init_std),
         "item_rank_bias": np.zeros(num_items, np.float32),
         "global_bias": np.asarray(cfg.global_bias_init, np.float32),
     }
+    if cfg.implicit:
+        arrays[IMPLICIT_ARRAY] = np.zeros((num_items, cfg.embedding_dim), np.float32)
+    return arrays
 
 
 def init_user_arrays(
@@ -195,6 +222,33 @@ def count_weights(rows: np.ndarray, power: float) -> np.ndarray:
     counts = np.bincount(rows)[rows].astype(np.float64)
     weights: np.ndarray = ((counts / counts.mean()) ** -power).astype(np.float32)
     return weights
+
+
+def implicit_matrix(keys: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
+    """The `(num_users, num_items)` matrix `N` of the implicit term from the rated pairs `keys`
+    (`rated_keys`): `|R(u)| ** -0.5` where user row `u` rated item row `j`, else 0."""
+    keys = np.asarray(keys, np.int64)
+    users, items = keys // num_items, keys % num_items
+    counts = np.bincount(users, minlength=num_users).astype(np.float64)
+    matrix = np.zeros((num_users, num_items), np.float32)
+    matrix[users, items] = (counts[users] ** -0.5).astype(np.float32)
+    return matrix
+
+
+def with_implicit(
+    shared_arrays: Mapping[str, np.ndarray],
+    user_arrays: Mapping[str, np.ndarray],
+    matrix: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """`user_arrays` with the implicit term `matrix @ item_implicit` added to `user_embedding`
+    (unchanged when `shared_arrays` has no `item_implicit`)."""
+    out = dict(user_arrays)
+    if IMPLICIT_ARRAY in shared_arrays:
+        implicit = np.asarray(shared_arrays[IMPLICIT_ARRAY], np.float32)
+        out["user_embedding"] = (
+            np.asarray(user_arrays["user_embedding"], np.float32) + matrix @ implicit
+        ).astype(np.float32)
+    return out
 
 
 def rank_labels(ratings: np.ndarray, low_rating: float) -> np.ndarray:
@@ -282,6 +336,10 @@ def train_local(
     else:
         set_optimizer_state(model, dict(optimizer_state))
     model.set_arrays({**shared_arrays, **user_arrays})
+    num_users = len(user_arrays["user_ids"])
+    matrix = implicit_matrix(keys, num_users, num_items) if cfg.implicit else None
+    if matrix is not None:
+        model.set_implicit(matrix)
 
     user_reg = count_weights(users, cfg.l2_count_power)
     item_reg = count_weights(items, cfg.l2_count_power)
@@ -314,12 +372,21 @@ def train_local(
         rank_counts += np.bincount(neg.ravel(), minlength=num_items)
 
     arrays = model.get_arrays()
-    shared = {name: arrays[name] for name in SHARED_ARRAYS}
+    shared = {name: arrays[name] for name in shared_names(cfg)}
     new_users = {"user_ids": np.asarray(user_arrays["user_ids"], np.int64)}
     new_users.update({name: arrays[name] for name in USER_ARRAYS})
     counts = {name: rating_counts.copy() for name in ("item_embedding", "item_bias")}
     counts.update({name: rank_counts.copy() for name in ("item_rank_embedding", "item_rank_bias")})
     counts["global_bias"] = np.asarray(len(ratings) * epochs, np.int64)
+    serving = new_users
+    if matrix is not None:
+        # item j's implicit row is in the rating of every example of a user who rated j
+        per_user = np.bincount(users, minlength=num_users).astype(np.float64)
+        counts[IMPLICIT_ARRAY] = (
+            np.bincount(keys % num_items, weights=per_user[keys // num_items], minlength=num_items)
+            * epochs
+        ).astype(np.int64)
+        serving = with_implicit(shared, new_users, matrix)
     seconds = time.perf_counter() - start
     log.debug(
         "train_local: %d ratings x %d epochs in %.2f s, loss %.4f",
@@ -334,6 +401,7 @@ def train_local(
         item_counts=counts,
         metrics={"loss": loss, "num_examples": float(len(ratings)), "seconds": seconds},
         optimizer_state=get_optimizer_state(model),
+        serving_user_arrays=serving,
     )
 
 
@@ -352,7 +420,9 @@ def evaluate(
 
     `train_df` holds every rating the model saw for these users (train + validation): those
     items are excluded from each user's ranking. A test user without a user row is scored with
-    zero user factors (biases and item terms only).
+    zero user factors (biases and item terms only). When `shared_arrays` holds `item_implicit`,
+    each user's rating-head vector gets the implicit term over the user's `train_df` items
+    (`user_arrays` are then a node's own rows, not a checkpoint's, which already include it).
     """
     movie_ids = np.asarray(catalogue.movie_ids, np.int64)
     num_items = len(movie_ids)
@@ -365,9 +435,11 @@ def evaluate(
 
     order = np.argsort(train_users, kind="stable")
     tu_sorted, ti_sorted = train_users[order], train_items[order]
+    implicit = shared_arrays.get(IMPLICIT_ARRAY)
     sums = EvalSums(k=k)
     for uid in np.unique(test_users):
         sel = test_users == uid
+        lo, hi = np.searchsorted(tu_sorted, [uid, uid + 1])
         row = np.searchsorted(known, uid)
         if row < len(known) and known[row] == uid:
             vec = user_arrays["user_embedding"][row]
@@ -377,9 +449,11 @@ def evaluate(
             vec = np.zeros(shared_arrays["item_embedding"].shape[1], np.float32)
             bias = 0.0
             rank_vec = np.zeros(shared_arrays["item_rank_embedding"].shape[1], np.float32)
+        if implicit is not None and hi > lo:
+            rated = np.unique(ti_sorted[lo:hi])
+            vec = vec + implicit[rated].sum(axis=0) / np.sqrt(len(rated))
         pred = predict_ratings(shared_arrays, vec, bias, test_items[sel])
         sums = sums + rating_sums(pred, test_ratings[sel], k=k)
-        lo, hi = np.searchsorted(tu_sorted, [uid, uid + 1])
         exclude = np.zeros(num_items, dtype=bool)
         exclude[ti_sorted[lo:hi]] = True
         relevant = test_items[sel][test_ratings[sel] >= RELEVANT_MIN]

@@ -138,7 +138,7 @@ def train_round(
         # The rows, and which movies each of these users rated (so that the gateway never
         # recommends them one); in private mode neither leaves the node.
         reply[protocol.USERS] = protocol.to_record(
-            {**result.user_arrays, **_rated(result.user_arrays["user_ids"], part)}
+            {**result.serving_user_arrays, **_rated(result.user_arrays["user_ids"], part)}
         )
     log.info(
         "round %d: trained %d ratings of %d users in %.1f s",

@@ -113,3 +113,31 @@ def test_optimizer_state_round_trips_and_resets(rng) -> None:
         np.testing.assert_array_equal(value, state[name])
     with pytest.raises(ValueError, match="optimizer state"):
         set_optimizer_state(model, {"opt_00": state["opt_00"]})
+
+
+def test_implicit_model_scores_like_numpy_with_the_implicit_term(rng: np.random.Generator) -> None:
+    """SVD++ term: Keras with the matrix N equals numpy with user_embedding + N @ item_implicit;
+    a model saved with the served rows (N zero) scores the same."""
+    configure_device(-1)
+    shape = ModelShape(**{**SHAPE.__dict__, "implicit": True})
+    arrays = random_arrays(rng)
+    arrays["item_implicit"] = rng.normal(0.0, 0.5, (shape.num_items, shape.embedding_dim))
+    matrix = np.zeros((shape.num_users, shape.num_items), np.float32)
+    matrix[0, [1, 2, 5]] = 3**-0.5
+    matrix[3, 7] = 1.0
+    model = FedRecModel(shape)
+    model.set_arrays(arrays)
+    model.set_implicit(matrix)
+    assert set(model.get_arrays()) == set(MODEL_ARRAYS) | {"item_implicit"}
+    users = np.repeat(np.arange(shape.num_users), shape.num_items)
+    items = np.tile(np.arange(shape.num_items), shape.num_users)
+    out = model({"user": users, "item": items, "negatives": items[:, None]}, training=False)
+    rating = np.asarray(out["rating"]).reshape(shape.num_users, shape.num_items)
+    served = arrays["user_embedding"] + matrix @ arrays["item_implicit"]
+    for u in range(shape.num_users):
+        want = scoring.predict_ratings(arrays, served[u], arrays["user_bias"][u])
+        np.testing.assert_allclose(rating[u], want, atol=1e-4, rtol=0)
+    # without item_implicit the model loads zeros: it scores like the plain model
+    plain = FedRecModel(shape)
+    plain.set_arrays({k: v for k, v in arrays.items() if k != "item_implicit"})
+    assert not plain.get_arrays()["item_implicit"].any()

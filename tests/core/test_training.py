@@ -10,11 +10,16 @@ from fedrec_app.core.training import (
     TrainConfig,
     count_weights,
     evaluate,
+    implicit_matrix,
     init_item_arrays,
     init_user_arrays,
+    item_rows,
+    rank_labels,
     rated_keys,
     sample_negatives,
     train_local,
+    user_rows,
+    with_implicit,
 )
 from fedrec_app.data.movielens import read_items, read_split
 
@@ -117,3 +122,55 @@ def test_count_weights_hold_rare_rows_tighter() -> None:
     rows = np.array([0, 0, 0, 1])  # row 0 has 3 examples, row 1 one; mean count over examples 2.5
     np.testing.assert_allclose(count_weights(rows, 1.0), [2.5 / 3] * 3 + [2.5], rtol=1e-6)
     np.testing.assert_array_equal(count_weights(rows, 0.0), np.ones(4))
+
+
+def test_rank_labels_make_low_ratings_explicit_negatives() -> None:
+    ratings = np.array([1, 2, 3, 4, 5], np.float32)
+    np.testing.assert_array_equal(rank_labels(ratings, 2.0), [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(rank_labels(ratings, 0.0), np.ones(5))
+
+
+def test_implicit_matrix_normalises_each_users_rated_items() -> None:
+    keys = rated_keys(np.array([0, 0, 0, 0, 2]), np.array([1, 3, 4, 4, 0]), num_items=5)
+    matrix = implicit_matrix(keys, num_users=3, num_items=5)
+    want = np.zeros((3, 5), np.float32)
+    want[0, [1, 3, 4]] = 3**-0.5  # the duplicate (0, 4) counts once
+    want[2, 0] = 1.0
+    np.testing.assert_allclose(matrix, want, rtol=1e-6)
+
+
+@pytest.mark.slow  # TensorFlow
+def test_implicit_term_is_what_serving_and_evaluation_score(synthetic_split) -> None:
+    """Training with the implicit term: the served user rows are the node's rows plus the term,
+    and evaluating the node's rows with `item_implicit` equals evaluating the served rows."""
+    train, test, catalogue = synthetic_split
+    cfg = TrainConfig(embedding_dim=8, rank_dim=8, batch_size=64, learning_rate=0.01, implicit=1)
+    shared = init_item_arrays(len(catalogue), cfg)
+    assert not shared["item_implicit"].any()
+    users = init_user_arrays(np.union1d(train["user_id"], test["user_id"]), cfg)
+    result = train_local(shared, users, train, catalogue, cfg, epochs=3)
+    implicit = result.shared_arrays["item_implicit"]
+    assert implicit.any()
+    movie_ids = np.asarray(catalogue.movie_ids)
+    rated = np.bincount(item_rows(movie_ids, train["movie_id"]), minlength=len(catalogue))
+    assert (result.item_counts["item_implicit"][rated == 0] == 0).all()
+    assert (result.item_counts["item_implicit"][rated > 0] > 0).all()
+    keys = rated_keys(
+        user_rows(users, train["user_id"].to_numpy()),
+        item_rows(movie_ids, train["movie_id"].to_numpy()),
+        len(catalogue),
+    )
+    matrix = implicit_matrix(keys, len(users["user_ids"]), len(catalogue))
+    np.testing.assert_allclose(
+        result.serving_user_arrays["user_embedding"],
+        result.user_arrays["user_embedding"] + matrix @ implicit,
+        atol=1e-5,
+    )
+    assert with_implicit(
+        shared | {"item_implicit": implicit}, result.user_arrays, matrix
+    ).keys() == (result.user_arrays.keys())
+    own = evaluate(result.shared_arrays, result.user_arrays, train, test, catalogue).finalize()
+    base = {k: v for k, v in result.shared_arrays.items() if k != "item_implicit"}
+    served = evaluate(base, result.serving_user_arrays, train, test, catalogue).finalize()
+    assert own["rmse"] == pytest.approx(served["rmse"], abs=1e-5)
+    assert own["ndcg@10"] == pytest.approx(served["ndcg@10"], abs=1e-9)

@@ -180,3 +180,28 @@ def test_rated_rows_are_each_users_rated_movies(recommender, checkpoint_dir) -> 
 def test_match_is_the_ranking_score_as_a_percentage() -> None:
     assert [match_percent(s) for s in (-1e9, -2.0, 0.0, 0.4, 2.0, 1e9)] == [0, 12, 50, 60, 88, 100]
     assert Scored(row=0, score=1.0, rating=3.0).match == 73
+
+
+def test_fold_in_ranking_low_ratings_push_the_cluster_down() -> None:
+    """With low-rating 2, rating a cluster's items 1 star scores that cluster below the other;
+    5 stars, above it."""
+    rng = np.random.default_rng(3)
+    centres = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    cluster = np.repeat([0, 1], 30)
+    arrays = {
+        "item_rank_embedding": (centres[cluster] + rng.normal(0, 0.2, (60, 3))).astype(np.float32),
+        "item_rank_bias": np.zeros(60, np.float32),
+    }
+    rated = np.array([31, 35, 40, 52])  # all in cluster 1
+    params = FoldInParams(low_rating=2.0)
+    gap = {}  # mean score of cluster 1 minus cluster 0
+    for stars in (1.0, 5.0):
+        vector = fold_in_ranking(arrays, rated, params, np.full(len(rated), stars))
+        scores = scoring.ranking_scores(arrays, vector)
+        gap[stars] = scores[cluster == 1].mean() - scores[cluster == 0].mean()
+    assert gap[5.0] > 1.0 and gap[1.0] < -0.2
+    # without ratings (or with low-rating 0) every rated item is a positive, as before
+    plain = fold_in_ranking(arrays, rated, FoldInParams())
+    assert np.allclose(plain, fold_in_ranking(arrays, rated, FoldInParams(), np.ones(4)))
+    assert np.allclose(plain, fold_in_ranking(arrays, rated, params, np.full(4, 5.0)))
+    assert FoldInParams.from_hyperparameters({"low-rating": 2.0}).low_rating == 2.0
