@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedrec_app.ops.up import SHOWN_METRICS, Launch, UpOptions
+from fedrec_app.ops.up import SHOWN_METRICS, UpOptions, UpSession
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _launch(
         warm_trainers=warm_trainers,
     )
     options.check()
-    launch = Launch(options, say)
+    launch = UpSession(options, say)
     started = time.monotonic()
     try:
         launch.start()
@@ -77,7 +77,7 @@ def _launch(
         launch.close()
     return {
         "seconds": round(seconds, 2),
-        "steps": {name: round(s, 2) for name, s in launch.progress.timings.items()},
+        "steps": {name: round(s, 2) for name, s in launch.report.timings.items()},
         "metrics": {k: launch.metrics[k] for k in SHOWN_METRICS if k in launch.metrics},
         "sample": {"url": url, "answer": answer},
     }
@@ -116,7 +116,9 @@ def table(result: dict[str, Any]) -> str:
         for mode in MODES:
             figures = pair[mode]
             cells = " | ".join(f"{figures['steps'].get(step, 0.0):.1f}" for step in steps)
-            rmse, ndcg = (figures["metrics"].get(m, float("nan")) for m in ("rmse", "ndcg@10"))
+            rmse, ndcg = (
+                figures["metrics"].get(m, float("nan")) for m in ("test.rmse", "test.ndcg@10")
+            )
             rows.append(
                 f"| {k} | {mode} | {figures['seconds']:.1f} | {cells} | {rmse:.4f} | {ndcg:.4f} |"
             )

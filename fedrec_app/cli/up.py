@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedrec_app.cli.data import md5_hex
 from fedrec_app.ops.up import (  # stdlib only at import time
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_NODES,
     DEFAULT_ROUNDS,
-    Launch,
+    UpSession,
 )
+
+# What fedrec_app.data.partition accepts (tests/cli check they agree): refused here, before step 1,
+# without importing pandas.
+SCHEMES: tuple[str, ...] = ("random", "activity", "genre")
+SPLITS: tuple[str, ...] = ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "holdout")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,23 +46,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--partitions",
         dest="scheme",
         default="random",
-        help="partition scheme: random | activity | genre (default %(default)s)",
+        choices=SCHEMES,
+        help="partition scheme: %(choices)s (default %(default)s)",
     )
     parser.add_argument(
         "--split",
         default="u1",
+        choices=SPLITS,
+        metavar="SPLIT",
         help="MovieLens split: u1..u5 | ua | ub | holdout (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="partition seed (default %(default)s)")
     parser.add_argument(
         "--work",
         type=Path,
+        metavar="DIR",
         default=Path("runs/up"),
         help="partitions, certs, logs, checkpoints (default %(default)s)",
     )
     parser.add_argument(
         "--data",
         type=Path,
+        metavar="DIR",
         default=Path("data"),
         help="where ml-100k/ is or will be downloaded (default %(default)s)",
     )
@@ -64,9 +75,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--zip",
         dest="zip_path",
         type=Path,
-        help="use this local ml-100k.zip instead of downloading",
+        metavar="FILE",
+        help="use this local ml-100k.zip instead of downloading (offline)",
     )
-    parser.add_argument("--md5", help="expected md5 of the archive (default: the official one)")
+    parser.add_argument(
+        "--md5", type=md5_hex, help="expected md5 of the archive (default: the official one)"
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -131,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_ready(launch: Launch) -> None:
+def _show_ready(launch: UpSession) -> None:
     """The URL, a sample curl and its answer."""
     url, answer = launch.sample()
     print(f"\nThe gateway is up: {launch.url}/  (API docs {launch.url}/docs)")

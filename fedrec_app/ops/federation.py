@@ -7,13 +7,17 @@ FLWR_HOME), `nodes/NAME/` (each SuperNode's FLWR_HOME and cwd), `logs/*.log`,
 `approved-apps.txt` (the FAB hashes of `approved_apps`, the only apps the SuperNodes run). With
 `warm_trainers`, each node also gets its warm trainer (same state-dir and data-path as its
 node-config), all forked from one TensorFlow import (`fedrec trainers`, `logs/trainers.log`).
-Everything it started is stopped on exit, also on exceptions and Ctrl+C.
+Everything it started is stopped on exit, also on exceptions and Ctrl+C. `start` reports each
+step to `hooks` (`fedrec_app.ops.progress`; `fedrec up` prints them, the default logs them).
 
 Topology (the same as a lab's, `fedrec_app.ops.proxy`): the SuperLink listens on 127.0.0.1 only;
 nginx listens on `host:port` and forwards the Fleet API alone, so SuperNodes dial the proxy and
 the `flwr` CLI (the operator, on this host) dials the SuperLink's loopback port. Where nginx is
 not installed and `fleet_proxy` was left to choose, the SuperLink itself listens on `host:port`
 and a warning says that its Control API is then open to whoever reaches that port.
+
+Over 400 lines for one reason: it is one class, the harness every launch path shares, whose parts
+(credentials, SuperLink and proxy, SuperNodes, trainers, runs) all act on the same state.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +58,14 @@ from fedrec_app.ops.flower import (
     flower_env,
 )
 from fedrec_app.ops.process import ManagedProcess, ProcessError
+from fedrec_app.ops.progress import LoggedSteps, StartHooks, reported_step
 from fedrec_app.ops.proxy import INSTALL_HINT, ProxyCommand, nginx_bin
-from fedrec_app.ops.trainer_command import TRAINER_READY, TrainerGroupCommand, trainer_log_line
+from fedrec_app.ops.trainer_command import (
+    TRAINER_LISTENING,
+    TRAINER_READY,
+    TrainerGroupCommand,
+    trainer_log_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +123,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether a server can listen on `host:port` right now. Binds with SO_REUSEADDR, as
+    uvicorn (the gateway) and nginx do: a connection left in TIME_WAIT by a stopped server
+    (for a minute after a client held one open) does not count, a listening socket does."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class Node:
     """One SuperNode of the federation."""
@@ -141,6 +165,7 @@ class LocalFederation:
         warm_trainers: bool = False,
         fleet_proxy: bool | None = None,
         approved_apps: Sequence[Path] | None = None,
+        hooks: StartHooks | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.host = host
@@ -173,7 +198,8 @@ class LocalFederation:
         self.cli = FlwrCli(self.work_dir / "cli")
         self.superlink: ManagedProcess | None = None
         self.proxy: ManagedProcess | None = None
-        self.timings: dict[str, float] = {}
+        self.hooks: StartHooks = hooks or LoggedSteps()
+        self.timings: dict[str, float] = {}  # seconds per step of `start`
         # The apps every node runs (default: this checkout's fedrec app and the no-op app),
         # approved once when the first node starts: edit the checkout while the federation
         # runs and the nodes refuse its new hash, as a lab's would (hashing it takes seconds).
@@ -195,33 +221,52 @@ class LocalFederation:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _timed(self, step: str, started: float) -> None:
-        self.timings[step] = round(time.monotonic() - started, 2)
-        log.info("%s: %.1f s", step, self.timings[step])
+    def _step(self, name: str, what: str) -> AbstractContextManager[None]:
+        return reported_step(self.hooks, name, what, self.timings)
 
-    def start(self) -> None:
-        """Certs + keys (if missing), SuperLink, register keys, SuperNodes (all activated)."""
-        t = time.monotonic()
-        self.make_credentials()
-        self._timed("certs+keys", t)
-        t = time.monotonic()
-        self.start_superlink()
-        self._timed("superlink", t)
-        t = time.monotonic()
-        self.register()
-        self._timed("register", t)
-        t = time.monotonic()
+    def start(
+        self, app: Path | None = None, run_config: Mapping[str, ConfigValue] | None = None
+    ) -> str | None:
+        """Certs and keys (if missing), warm trainers, SuperLink, registrations, SuperNodes (all
+        activated), each step reported to ``hooks``. With ``app``, a run of it is submitted
+        while the SuperNodes start (the ServerApp waits for them) and its id returned; without,
+        warm trainers are waited for until they have traced the model."""
+        self._make_certs()
+        self._make_keys()
+        self._start_trainers_step()
+        what = (
+            f"on 127.0.0.1:{self.link_port} behind the Fleet proxy https://{self.address}"
+            if self.fleet_proxy
+            else f"https://{self.address} (no Fleet proxy: nginx missing)"
+        )
+        with self._step("superlink", f"{what} (TLS, SuperNode auth)"):
+            self.start_superlink()
+        with self._step("register", "the SuperNodes' public keys"):
+            self.register()
+            for node in self.nodes.values():
+                self.hooks.note(f"{node.name}: node id {node.node_id}")
+        with ThreadPoolExecutor(max_workers=1) as background:
+            with self._step("supernodes", f"{len(self.nodes)} SuperNodes, one partition each"):
+                for name in self.nodes:
+                    self.start_node(name, wait=False)
+                if self.warm_trainers:  # their sockets are there: no round trains in-process
+                    self.wait_trainers(TRAINER_LISTENING)
+                submitted = background.submit(self.submit, app, run_config) if app else None
+                for name in self.nodes:  # "SuperNode ID: <registered id>" = activated, online
+                    self._wait_node(name)
+                trainers = ", trainers listening" if self.warm_trainers else ""
+                self.hooks.note(f"all {len(self.nodes)} connected{trainers} (logs in {self.logs})")
+            if submitted is not None:
+                with self._step(
+                    "submit", f"flwr run {app} over TLS, sent while the SuperNodes started"
+                ):
+                    run_id = submitted.result()
+                    self.hooks.note(f"run {run_id}")
+                return run_id
         if self.warm_trainers:
-            self.start_trainers(wait=False)
-        for name in self.nodes:
-            self.start_node(name, wait=False)
-        for name in self.nodes:  # "SuperNode ID: <registered id>" = activated, i.e. online
-            self._wait_node(name)
-        self._timed("supernodes", t)
-        if self.warm_trainers:
-            t = time.monotonic()
-            self.wait_trainers(TRAINER_READY)
-            self._timed("warm trainers", t)
+            with self._step("trainers ready", "until every warm trainer has traced the model"):
+                self.wait_trainers(TRAINER_READY)
+        return None
 
     def close(self) -> None:
         """Stop the SuperNodes and trainers (in parallel), then the SuperLink; nothing is left
@@ -246,13 +291,36 @@ class LocalFederation:
                     self.proxy.stop()
 
     # ------------------------------------------------------------------ credentials
-    def make_credentials(self) -> None:
-        if not self.certs.ca_cert.exists():
-            make_certs(self.certs.out, list(self.sans))
-        ensure_signing_key(self.certs.out)  # runs sign checkpoints with certs.signing_key
-        missing = [n.name for n in self.nodes.values() if not n.key.private.exists()]
-        if missing:
-            make_node_keys(self.certs.out / "nodes", missing)
+    def _make_certs(self) -> None:
+        with self._step("certs", f"CA + SuperLink certificate in {self.certs.out}"):
+            if self.certs.ca_cert.exists():
+                self.hooks.note("reusing the existing CA and server certificate")
+            else:
+                make_certs(self.certs.out, list(self.sans))
+            new_key = ensure_signing_key(self.certs.out)  # runs sign checkpoints with it
+            self.hooks.note(
+                f"checkpoint-signing key {self.certs.signing_key} "
+                f"({'new' if new_key else 'reused'}); the gateway verifies with its .pub"
+            )
+
+    def _make_keys(self) -> None:
+        with self._step("keys", f"{len(self.nodes)} SuperNode key pairs (ECDSA P-384)"):
+            missing = [n.name for n in self.nodes.values() if not n.key.private.exists()]
+            if missing:
+                make_node_keys(self.certs.out / "nodes", missing)
+            self.hooks.note(f"{len(missing)} new, {len(self.nodes) - len(missing)} reused")
+
+    def _start_trainers_step(self) -> None:
+        if not self.warm_trainers:
+            with self._step("trainers", "none: every ClientApp process imports TensorFlow itself"):
+                pass
+            return
+        with self._step("trainers", f"{len(self.nodes)} warm trainers, one per SuperNode"):
+            self.start_trainers(wait=False)  # they listen at once, then load TensorFlow
+            self.hooks.note(
+                "one TensorFlow import, forked per node; tracing the model in the background, "
+                "at a lower CPU priority until ready"
+            )
 
     def register(self) -> None:
         """Register every node key not registered yet (registrations live in state.db).
@@ -453,11 +521,6 @@ class LocalFederation:
             raise FedrecError(
                 f"{name} came up as node {match.group(1)}, registered as {node.node_id}"
             )
-
-    def stop_node(self, name: str) -> None:
-        process = self.nodes[name].process
-        if process is not None:
-            process.stop()
 
     def kill_node(self, name: str) -> None:
         """SIGKILL a SuperNode and its children (a crash: it stays 'online' for up to 60 s)."""

@@ -1,16 +1,12 @@
 """`fedrec up`: the whole system on one machine, step by step, until Ctrl+C.
 
-data → partitions → certs → keys → warm trainers (one per SuperNode; TensorFlow loads at a lower
-CPU priority while the next steps run) → SuperLink (TLS, SuperNode auth, database; on loopback
-behind the Fleet proxy where nginx is installed, `lock_summary` says what is locked) → register
-keys → N SuperNodes (each on its own partition, with its own state dir) → `flwr run` over TLS
-(sent while the SuperNodes start: the ServerApp waits for them) →
-training (per-round metrics from the ServerApp log; `finished:completed` from `flwr ls`) →
-gateway on the final checkpoint. Ctrl+C (or SIGTERM) at any point stops what was started:
-gateway, log follower, SuperNodes and trainers, then the SuperLink.
-
-Layout under `work`: `partitions/`, `checkpoints/<run-id>/`, and the `LocalFederation` layout
-(`certs/`, `superlink/`, `cli/`, `nodes/snK/` with `state/`, `logs/`).
+data → partitions → then `LocalFederation.start` (certs → keys → warm trainers → SuperLink →
+register → SuperNodes → `flwr run`, sent while the SuperNodes start), its steps reported through
+the same numbered list (`fedrec_app.ops.up_report`) → training (per-round metrics from the
+ServerApp log; `finished:completed` from `flwr ls`) → gateway on the final checkpoint. Ctrl+C
+(or SIGTERM) at any point stops what was started: gateway, log follower, SuperNodes and trainers,
+then the SuperLink. Layout under `work`: `partitions/`, `checkpoints/<run-id>/`, and the
+`LocalFederation` layout (`certs/`, `superlink/`, `cli/`, `nodes/snK/` with `state/`, `logs/`).
 """
 
 from __future__ import annotations
@@ -18,16 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
-import signal
-import socket
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +26,15 @@ from typing import TYPE_CHECKING, Any
 from fedrec_app.core.config import APP_DIR
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.ops.flower import COMPLETED, FINISHED, ConfigValue, flower_bin
+from fedrec_app.ops.interrupts import interrupt_on_signals, no_interrupts
+from fedrec_app.ops.up_report import (
+    ANSI,
+    STEPS,
+    StepReport,
+    exposure_warning,
+    lock_summary,
+    server_line,
+)
 
 if TYPE_CHECKING:
     from fedrec_app.ops.federation import LocalFederation
@@ -42,27 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEPS = (
-    "data",
-    "partitions",
-    "certs",
-    "keys",
-    "trainers",
-    "superlink",
-    "register",
-    "supernodes",
-    "submit",
-    "train",
-    "gateway",
-)
 # Defaults for this launch (2 cores, 3 SuperNodes: under 5 minutes to the gateway).
 DEFAULT_NODES = 3
 DEFAULT_ROUNDS = 5
 DEFAULT_LOCAL_EPOCHS = 5
 STATUS_EVERY = 60.0  # seconds between `flwr ls` checks while the log stream runs
-SHOWN_METRICS = ("rmse", "mae", "ndcg@10", "hr@10")
-_SERVER_LINE = re.compile(r"\bfedrec_app\.[\w.]+: (.*)$|\b(ERROR|WARNING)\s*:\s*(.*)$")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SHOWN_METRICS = ("test.rmse", "test.mae", "test.ndcg@10", "test.hr@10")
 
 
 @dataclass
@@ -110,54 +95,13 @@ class UpOptions:
             )
 
 
-class Progress:
-    """The numbered step list with wall times, written through `say` (the CLI passes print)."""
-
-    def __init__(self, say: Callable[[str], None], steps: tuple[str, ...] = STEPS) -> None:
-        self.say = say
-        self.steps = steps
-        self.timings: dict[str, float] = {}
-        self.started = time.monotonic()
-
-    @contextlib.contextmanager
-    def step(self, name: str, what: str) -> Iterator[None]:
-        number = self.steps.index(name) + 1
-        self.say(f"[{number}/{len(self.steps)}] {name}: {what}")
-        t = time.monotonic()
-        yield
-        self.timings[name] = time.monotonic() - t
-        self.say(f"      {name} done in {self.timings[name]:.1f} s")
-
-    def summary(self) -> str:
-        rows = [f"  {name:<11} {seconds:7.1f} s" for name, seconds in self.timings.items()]
-        total = time.monotonic() - self.started
-        return "\n".join(["wall time per step:", *rows, f"  {'total':<11} {total:7.1f} s"])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def server_line(line: str) -> str | None:
-    """What to show of one ServerApp log line: the app's own messages, Flower's errors."""
-    match = _SERVER_LINE.search(_ANSI.sub("", line).rstrip())
-    if not match:
-        return None
-    return match.group(1) if match.group(1) is not None else f"{match.group(2)}: {match.group(3)}"
-
-
 @dataclass
-class Launch:
+class UpSession:
     """One `fedrec up`: holds what it started so that `close` can stop it in order."""
 
     options: UpOptions
     say: Callable[[str], None] = log.info
-    progress: Progress = field(init=False)
+    report: StepReport = field(init=False)
     federation: LocalFederation | None = None
     follower: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
@@ -166,22 +110,18 @@ class Launch:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.progress = Progress(self.say)
+        self.report = StepReport(self.say)
         self.work = Path(self.options.work).resolve()
 
     # ------------------------------------------------------------------ the steps
     def start(self) -> None:
-        """Every step of ``STEPS``; returns once the gateway answers."""
-        from fedrec_app.data.layout import partition_dir_name
-        from fedrec_app.data.movielens import download
-        from fedrec_app.data.partition import make_partitions
-        from fedrec_app.ops.certs import ensure_signing_key, make_certs, make_node_keys
-        from fedrec_app.ops.federation import NODE_READY, LocalFederation, free_port
-        from fedrec_app.ops.trainer_command import TRAINER_LISTENING
+        """Every step of ``STEPS`` (certs to submit are `LocalFederation.start`'s, reported
+        through ``report``); returns once the gateway answers."""
+        from fedrec_app.ops.federation import LocalFederation, port_free
 
         opt = self.options
         opt.check()
-        if not _port_free(opt.host, opt.port):
+        if not port_free(opt.host, opt.port):
             raise FedrecError(
                 f"--port {opt.port}: {opt.host}:{opt.port} is already in use "
                 "(another gateway? choose --port)"
@@ -191,88 +131,24 @@ class Launch:
             f"local epochs, partitions {opt.scheme}/{opt.split}, work dir {self.work}"
         )
         self.say("steps: " + " → ".join(f"{i}.{s}" for i, s in enumerate(STEPS, 1)))
-
-        with self.progress.step("data", f"MovieLens 100k in {opt.data}"):
-            extra = {"md5": opt.md5} if opt.md5 else {}
-            got = download(opt.data, zip_path=opt.zip_path, **extra)
-            source = opt.zip_path or "the download"
-            state = "already there" if got.already_present else f"extracted from {source}"
-            self.say(
-                f"      {got.folder}: {state} ({got.counts.ratings} ratings, "
-                f"{got.counts.users} users, {got.counts.items} movies)"
-            )
-
-        set_dir = self.work / "partitions" / f"{opt.split}-{opt.scheme}-{opt.nodes}-s{opt.seed}"
-        with self.progress.step("partitions", f"{opt.nodes} user-disjoint partitions"):
-            made = make_partitions(
-                got.folder, set_dir, opt.nodes, scheme=opt.scheme, split=opt.split, seed=opt.seed
-            )
-            for entry in made.manifest["partitions"]:
-                rows = {name: f["rows"] for name, f in entry["files"].items()}
-                self.say(
-                    f"      {entry['path']}: {entry['users']} users, "
-                    f"{rows['train.csv']} train / {rows['test.csv']} test ratings"
-                )
-
-        names = [f"sn{k + 1}" for k in range(opt.nodes)]
-        node_configs = {
-            name: {
-                "data-path": set_dir / partition_dir_name(k),
-                "state-dir": self.work / "nodes" / name / "state",
-            }
-            for k, name in enumerate(names)
-        }
-        port = opt.superlink_port or free_port(opt.host)
-        while port == opt.port:
-            port = free_port(opt.host)
+        set_dir = self._data_and_partitions()
         # the SuperNodes run only this checkout's app (its FAB hash, in approved-apps.txt)
         fed = LocalFederation(
-            self.work, node_configs, port=port, host=opt.host, approved_apps=[APP_DIR]
+            self.work,
+            self._node_configs(set_dir),
+            port=self._superlink_port(),
+            host=opt.host,
+            warm_trainers=opt.warm_trainers,
+            approved_apps=[APP_DIR],
+            hooks=self.report,
         )
         self.federation = fed
         warning = exposure_warning(opt.host, opt.port, fed.port, fed.fleet_proxy)
         if warning:
             self.say(warning)
-        with self.progress.step("certs", f"CA + SuperLink certificate in {fed.certs.out}"):
-            if fed.certs.ca_cert.exists():
-                self.say("      reusing the existing CA and server certificate")
-            else:
-                make_certs(fed.certs.out, [opt.host])
-            new_key = ensure_signing_key(fed.certs.out)  # the ServerApp signs every checkpoint
-            self.say(
-                f"      checkpoint-signing key {fed.certs.signing_key} "
-                f"({'new' if new_key else 'reused'}); the gateway verifies with its .pub"
-            )
-        with self.progress.step("keys", f"{opt.nodes} SuperNode key pairs (ECDSA P-384)"):
-            missing = [n for n, node in fed.nodes.items() if not node.key.private.exists()]
-            if missing:
-                make_node_keys(fed.certs.out / "nodes", missing)
-            self.say(f"      {len(missing)} new, {opt.nodes - len(missing)} reused")
-        if opt.warm_trainers:
-            with self.progress.step("trainers", f"{opt.nodes} warm trainers, one per SuperNode"):
-                fed.start_trainers(wait=False)  # they listen at once, then load TensorFlow
-                self.say(
-                    "      one TensorFlow import, forked per node; tracing the model in the "
-                    "background, at a lower CPU priority until ready"
-                )
-        else:
-            with self.progress.step("trainers", "none (--no-warm-trainers)"):
-                self.say("      every ClientApp process imports TensorFlow itself")
-        what = (
-            f"on 127.0.0.1:{fed.link_port} behind the Fleet proxy https://{fed.address}"
-            if fed.fleet_proxy
-            else f"https://{fed.address} (no Fleet proxy: nginx missing)"
-        )
-        with self.progress.step("superlink", f"{what} (TLS, SuperNode auth)"):
-            for stale in fed.link_home.glob("state.db*"):  # a fresh registry for this launch
-                stale.unlink()
-            fed.start_superlink()
-            for line in lock_summary(fed):
-                self.say(f"      {line}")
-        with self.progress.step("register", "the SuperNodes' public keys"):
-            fed.register()
-            for node in fed.nodes.values():
-                self.say(f"      {node.name}: node id {node.node_id}")
+        self.report.closing_notes["superlink"] = lock_summary(fed)
+        for stale in fed.link_home.glob("state.db*"):  # a fresh registry for this launch
+            stale.unlink()
         checkpoints = self.work / "checkpoints"
         run_config: dict[str, ConfigValue] = {
             "num-server-rounds": opt.rounds,
@@ -284,28 +160,10 @@ class Launch:
             "share-user-factors": True,  # so that the gateway answers by user_id
             **opt.run_config,
         }
-        with ThreadPoolExecutor(max_workers=1) as background:
-            with self.progress.step("supernodes", f"{opt.nodes} SuperNodes, one partition each"):
-                for name in fed.nodes:
-                    fed.start_node(name, wait=False)
-                if opt.warm_trainers:  # their sockets are there: no round trains in-process
-                    fed.wait_trainers(TRAINER_LISTENING)
-                # The ServerApp waits for min-nodes itself: the run is submitted while they start.
-                submitted = background.submit(fed.submit, APP_DIR, run_config)
-                for node in fed.nodes.values():  # activated: the node logs the id it registered as
-                    match = node.process.wait_for_log(NODE_READY, fed.ready_timeout)
-                    if match.group(1) != node.node_id:
-                        raise FedrecError(
-                            f"{node.name} came up as node {match.group(1)}, "
-                            f"registered as {node.node_id}"
-                        )
-                trainers = ", trainers listening" if opt.warm_trainers else ""
-                self.say(f"      all {opt.nodes} connected{trainers} (logs in {fed.logs})")
-            what = f"flwr run {APP_DIR} over TLS, sent while the SuperNodes started"
-            with self.progress.step("submit", what):
-                self.run_id = submitted.result()
-                self.say(f"      run {self.run_id}; checkpoints in {checkpoints / self.run_id}")
-        with self.progress.step("train", f"{opt.rounds} rounds on {opt.nodes} SuperNodes"):
+        self.run_id = fed.start(APP_DIR, run_config)
+        assert self.run_id is not None
+        what = f"{opt.rounds} rounds on {opt.nodes} SuperNodes, checkpoints in {checkpoints}"
+        with self.report.step("train", f"{what}/{self.run_id}"):
             record = self._follow(fed, self.run_id)
             if record.get("status") != COMPLETED:
                 raise FedrecError(
@@ -316,19 +174,72 @@ class Launch:
             self.final = checkpoints / self.run_id / "final"
             self.metrics = _final_metrics(self.final)
             shown = ", ".join(
-                f"{k.upper()} {self.metrics[k]:.4f}" for k in SHOWN_METRICS if k in self.metrics
+                f"{k.removeprefix('test.').upper()} {self.metrics[k]:.4f}"
+                for k in SHOWN_METRICS
+                if k in self.metrics
             )
-            self.say(f"      finished:completed; final model on the held-out ratings: {shown}")
-        with self.progress.step("gateway", f"serving {self.final}"):
+            self.report.note(f"finished:completed; final model on the held-out ratings: {shown}")
+        with self.report.step("gateway", f"serving {self.final}"):
             self._start_gateway(self.final)
+
+    def _data_and_partitions(self) -> Path:
+        """Steps data and partitions; the partition set's folder."""
+        from fedrec_app.data.movielens import download
+        from fedrec_app.data.partition import make_partitions
+
+        opt = self.options
+        with self.report.step("data", f"MovieLens 100k in {opt.data}"):
+            extra = {"md5": opt.md5} if opt.md5 else {}
+            got = download(opt.data, zip_path=opt.zip_path, **extra)
+            source = opt.zip_path or "the download"
+            state = "already there" if got.already_present else f"extracted from {source}"
+            self.report.note(
+                f"{got.folder}: {state} ({got.counts.ratings} ratings, "
+                f"{got.counts.users} users, {got.counts.items} movies)"
+            )
+        set_dir = self.work / "partitions" / f"{opt.split}-{opt.scheme}-{opt.nodes}-s{opt.seed}"
+        with self.report.step("partitions", f"{opt.nodes} user-disjoint partitions"):
+            made = make_partitions(
+                got.folder, set_dir, opt.nodes, scheme=opt.scheme, split=opt.split, seed=opt.seed
+            )
+            for entry in made.manifest["partitions"]:
+                rows = {name: f["rows"] for name, f in entry["files"].items()}
+                self.report.note(
+                    f"{entry['path']}: {entry['users']} users, "
+                    f"{rows['train.csv']} train / {rows['test.csv']} test ratings"
+                )
+        return set_dir
+
+    def _node_configs(self, set_dir: Path) -> dict[str, dict[str, ConfigValue]]:
+        """SuperNode ``snK`` trains on partition K, its state under ``nodes/snK/state``."""
+        from fedrec_app.data.layout import partition_dir_name
+
+        return {
+            f"sn{k + 1}": {
+                "data-path": set_dir / partition_dir_name(k),
+                "state-dir": self.work / "nodes" / f"sn{k + 1}" / "state",
+            }
+            for k in range(self.options.nodes)
+        }
+
+    def _superlink_port(self) -> int:
+        """--superlink-port, else a free port that is not the gateway's."""
+        from fedrec_app.ops.federation import free_port
+
+        opt = self.options
+        port = opt.superlink_port or free_port(opt.host)
+        while port == opt.port:
+            port = free_port(opt.host)
+        return port
 
     def _follow(self, fed: LocalFederation, run_id: str) -> dict[str, Any]:
         """Show the ServerApp's lines while the run trains; its final `flwr ls` record."""
         from fedrec_app.ops.process import ManagedProcess
 
         argv = [flower_bin("flwr"), "log", run_id, fed.cli.connection, "--stream"]
+        env = {**fed.cli.env(), "PYTHONUNBUFFERED": "1"}  # each line as it comes, not per 8 KB
         self.follower = ManagedProcess(
-            "flwr-log", argv, fed.cli.env(), fed.logs / f"run-{run_id}.log"
+            "flwr-log", argv, env, fed.logs / f"run-{run_id}.log"
         ).start()
         deadline = time.monotonic() + self.options.run_timeout
         shown = 0
@@ -338,7 +249,7 @@ class Launch:
             for line in lines[shown:]:
                 text = server_line(line)
                 if text:
-                    self.say(f"      | {text}")
+                    self.report.note(f"| {text}")
             shown = len(lines)
             now = time.monotonic()
             if not self.follower.alive() or now >= next_check:
@@ -363,7 +274,7 @@ class Launch:
     def _server_log_tail(self, fed: LocalFederation, lines: int = 40) -> str:
         assert self.run_id is not None
         with contextlib.suppress(FedrecError):
-            return "\n".join(_ANSI.sub("", fed.cli.log(self.run_id)).splitlines()[-lines:])
+            return "\n".join(ANSI.sub("", fed.cli.log(self.run_id)).splitlines()[-lines:])
         return "(flwr log failed)"
 
     def _start_gateway(self, checkpoint: Path) -> None:
@@ -432,77 +343,6 @@ class Launch:
             self.say(f"stopped: {', '.join(stopped)}")
 
 
-def lock_summary(fed: LocalFederation) -> list[str]:
-    """What this one-machine launch locks, and what it does not, in plain words."""
-    if fed.fleet_proxy:
-        lines = [
-            f"locked: the network reaches only the Fleet proxy (nginx) on {fed.address}, which "
-            "forwards the Fleet API alone (SuperNodes, each signing with its registered key)",
-            f"the SuperLink's Control and runtime APIs listen on 127.0.0.1:{fed.link_port}: "
-            "runs are started from this host only",
-        ]
-    else:
-        lines = [
-            f"NOT locked: nginx is not installed, so the SuperLink itself listens on "
-            f"{fed.address} and whoever reaches that port can start runs and register nodes "
-            "(apt-get install nginx-light, then run fedrec up again)",
-        ]
-    return [
-        *lines,
-        "SuperNodes run only this checkout's app (its FAB hash is their allowlist); every "
-        "checkpoint is signed and the gateway verifies it",
-        "not locked on one machine: every account on this host can reach 127.0.0.1 and so the "
-        "Control API; a lab deployment keeps the SuperLink host to its operators "
-        "(deploy/README.md)",
-    ]
-
-
-LOOPBACK_HOSTS = ("localhost", "::1")
-
-
-def exposure_warning(
-    host: str, gateway_port: int, fleet_port: int, fleet_proxy: bool, gateway_keys: bool = False
-) -> str | None:
-    """None on a loopback ``host``; else a WARNING naming each service the network now reaches
-    (port and what protects it) and what stays on this host."""
-    if host in LOOPBACK_HOSTS or host.startswith("127."):
-        return None
-    where = (
-        "every network interface of this machine" if host in ("0.0.0.0", "::", "") else f"{host}"
-    )
-    gateway = (
-        "HTTP, API key needed (except /healthz and the page)"
-        if gateway_keys
-        else "plain HTTP, NO API key: anyone who reaches it reads recommendations for every "
-        "user id, the model summary, /metrics and /docs"
-    )
-    if fleet_proxy:
-        fleet = (
-            f"  - Fleet proxy (nginx) on port {fleet_port}: TLS; forwards only the Fleet "
-            "API, every call signed by a registered SuperNode key"
-        )
-        local = "the SuperLink's Control and runtime APIs (127.0.0.1), "
-    else:
-        fleet = (
-            f"  - SuperLink on port {fleet_port}: TLS and SuperNode auth on the Fleet API, "
-            "but its Control API has NO login: whoever reaches the port can start runs "
-            "(code on every node) (apt-get install nginx-light puts the Fleet proxy in "
-            "front)"
-        )
-        local = ""
-    return "\n".join(
-        [
-            f"WARNING: --host {host} listens on {where}; reachable from the network:",
-            f"  - gateway on port {gateway_port}: {gateway}",
-            fleet,
-            f"  stays on this host: {local}the SuperNodes' runtime ports (127.0.0.1), the warm "
-            "trainers (Unix sockets)",
-            "  bind 127.0.0.1 (the default) unless other machines must reach these; a lab "
-            "deployment puts API keys on the gateway (deploy/README.md)",
-        ]
-    )
-
-
 def _check_alive(fed: LocalFederation, run_id: str) -> None:
     """Fail at once (stopping the run) when the SuperLink, its proxy or a SuperNode has died."""
     processes = [fed.superlink, fed.proxy, *(n.process for n in fed.nodes.values())]
@@ -530,50 +370,17 @@ def _final_metrics(final: Path) -> dict[str, float]:
     }
 
 
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt (main thread only), so they stop things in
-    order; also when SIGINT was ignored at start (a background job of a script)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while stopping, so a second Ctrl+C cannot leave processes behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def up(
     options: UpOptions,
     say: Callable[[str], None] = log.info,
-    on_ready: Callable[[Launch], None] | None = None,
-) -> Launch:
+    on_ready: Callable[[UpSession], None] | None = None,
+) -> UpSession:
     """Launch everything, call `on_ready`, serve until Ctrl+C; always stop what was started."""
-    launch = Launch(options, say)
+    launch = UpSession(options, say)
     with interrupt_on_signals():
         try:
             launch.start()
-            say(launch.progress.summary())
+            say(launch.report.summary())
             if on_ready is not None:
                 on_ready(launch)
             try:

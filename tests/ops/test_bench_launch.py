@@ -7,14 +7,14 @@ import pytest
 
 from fedrec_app.bench.launch import summarize, table
 
-METRICS = {"rmse": 0.92, "ndcg@10": 0.40}
+METRICS = {"test.rmse": 0.92, "test.ndcg@10": 0.40}
 
 
 def _launch(seconds: float, rmse: float = 0.92) -> dict:
     return {
         "seconds": seconds,
         "steps": {"superlink": 1.0, "train": seconds - 1.0},
-        "metrics": {**METRICS, "rmse": rmse},
+        "metrics": {**METRICS, "test.rmse": rmse},
         "sample": {},
     }
 

@@ -21,7 +21,8 @@ from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.signing import load_verify_key
 from fedrec_app.data.catalogue import read_catalogue_csv
 from fedrec_app.ops.federation import free_port
-from fedrec_app.ops.up import UpOptions, exposure_warning, server_line
+from fedrec_app.ops.up import UpOptions
+from fedrec_app.ops.up_report import STEPS, exposure_warning, server_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,22 +158,7 @@ def test_up_serves_recommendations_then_ctrl_c_stops_everything(
     proc, work, out = _start_up(tmp_path, synthetic_zip, port, rounds=1)
     try:
         text = wait_for_output(out, "Press Ctrl+C", 600, alive=lambda: proc.poll() is None)
-        for number, step in enumerate(
-            (
-                "data",
-                "partitions",
-                "certs",
-                "keys",
-                "trainers",
-                "superlink",
-                "register",
-                "supernodes",
-                "submit",
-                "train",
-                "gateway",
-            ),
-            1,
-        ):
+        for number, step in enumerate(STEPS, 1):
             assert f"[{number}/11] {step}:" in text and f"{step} done in" in text
         assert "[5/11] trainers: 2 warm trainers" in text
         assert "model of round 1 on the held-out ratings: RMSE" in text
