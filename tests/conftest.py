@@ -11,6 +11,10 @@ from synthetic import make_synthetic_movielens
 
 from fedrec_app.data.partition import make_partitions
 
+# Every process a test starts is ended after it when it fails or times out, and at the end of its
+# module in any case (tests/process_cleanup.py says how and why then).
+pytest_plugins = ["process_cleanup"]
+
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 LIMIT_MB = 300
 NEVER = {"tensorflow", "tensorflow-cpu", "keras", "ray", "flwr", "pandas"}
 
-pytestmark = pytest.mark.slow
+# pip alone may take up to its 900 s below: more than the suite's 600 s per test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def folder_mb(folder: Path) -> float:
