@@ -15,7 +15,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,7 +245,9 @@ def run_quality_many(
     return {"runs": results, "floors": check_floors(results) if split == "u1" else []}
 
 
-def check_floors(results: list[Mapping[str, Any]], floors: Floors = FLOORS) -> list[dict[str, Any]]:
+def check_floors(
+    results: Sequence[Mapping[str, Any]], floors: Floors = FLOORS
+) -> list[dict[str, Any]]:
     """One row per floor and run: ``{"run", "floor", "value", "ok"}`` (see ``Floors``)."""
     rows: list[dict[str, Any]] = []
 
