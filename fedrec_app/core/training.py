@@ -69,9 +69,9 @@ class TrainConfig:
     negatives: int = 4  # sampled negatives per rated example (ranking head)
     # Ranking head: a rating <= low_rating is an explicit negative (label 0) instead of a positive,
     # so low ratings push similar movies down (0 = every rated item is a positive).
-    low_rating: float = 0.0
+    low_rating: float = 2.0
     # Rating head: 1 adds the SVD++ implicit user term (see the module docstring); 0 = plain MF.
-    implicit: int = 0
+    implicit: int = 1
     learning_rate: float = 5e-3  # Adam
     batch_size: int = 256
     local_epochs: int = 3  # epochs per call of train_local in a federation

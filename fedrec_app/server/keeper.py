@@ -22,7 +22,13 @@ from fedrec_app.core.config import BEST_METRICS, ConfigError, RunConfig
 from fedrec_app.core.metrics import metric_key
 from fedrec_app.core.rated import RATED_ARRAYS
 from fedrec_app.core.scoring import USER_ARRAYS
-from fedrec_app.core.training import MODEL_TYPE, SHARED_ARRAYS, TrainConfig, model_shape
+from fedrec_app.core.training import (
+    IMPLICIT_ARRAY,
+    MODEL_TYPE,
+    SHARED_ARRAYS,
+    TrainConfig,
+    model_shape,
+)
 from fedrec_app.data.catalogue import Catalogue
 
 if TYPE_CHECKING:
@@ -77,9 +83,12 @@ def resume_point(
     if ckpt.has_user_factors:
         names = ("user_ids", *USER_ARRAYS, *RATED_ARRAYS)
         users = {name: ckpt.arrays[name] for name in names if name in ckpt.arrays}
+    names = SHARED_ARRAYS  # and item_implicit, if this run has the term and the checkpoint too
+    if cfg.implicit and IMPLICIT_ARRAY in ckpt.arrays:
+        names += (IMPLICIT_ARRAY,)
     return ResumePoint(
         round=ckpt.round,
-        shared={name: ckpt.arrays[name] for name in SHARED_ARRAYS},
+        shared={name: ckpt.arrays[name] for name in names},
         users=users,
         history=list(ckpt.manifest.get("history", [])),
         state_key=str(ckpt.manifest.get("state_key") or ckpt.manifest.get("run_id")),
