@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from fedrec_app.core.metrics import TRAIN_LOSS, split_metrics
 from fedrec_app.core.training import (
     MODEL_TYPE,
     TrainConfig,
@@ -205,8 +206,15 @@ def write_central_checkpoint(
         "run_id": f"central-{split}-seed{cfg.seed}",
         "round": max(result.rating_epoch, result.ranking_epoch),
         "model": {"type": MODEL_TYPE, "hyperparameters": cfg.to_dict()},
-        "metrics": {**result.metrics, "seconds": result.seconds},
-        "history": [{"round": h["epoch"], **h} for h in result.history],
+        "metrics": {**split_metrics("test", result.metrics), "seconds": result.seconds},
+        "history": [
+            {
+                "round": h["epoch"],
+                TRAIN_LOSS: h["loss"],
+                **split_metrics("val", {k: v for k, v in h.items() if k not in ("epoch", "loss")}),
+            }
+            for h in result.history
+        ],
         "run_config": {
             "mode": "central",
             "split": split,
