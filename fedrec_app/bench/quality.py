@@ -15,7 +15,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,11 +222,14 @@ def run_quality_many(
     runs: list[tuple[str, int]],
     seed: int,
     work_dir: Path,
+    progress: Callable[[dict[str, Any]], None] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """``run_quality`` for each ``(scheme, K)`` of ``runs`` with one central run (the first's);
-    the results, and the floors check when ``split`` is u1."""
+    the results, and the floors check when ``split`` is u1. ``progress`` gets the results so far
+    after each run (e.g. to write them before the last run ends)."""
     results: list[dict[str, Any]] = []
+    many: dict[str, Any] = {"runs": results, "floors": []}
     central = None
     for scheme, num_partitions in runs:
         log.info("quality: %s partitions, K=%d", scheme, num_partitions)
@@ -242,7 +245,10 @@ def run_quality_many(
         )
         central = result["central"]
         results.append(result)
-    return {"runs": results, "floors": check_floors(results) if split == "u1" else []}
+        many = {"runs": results, "floors": check_floors(results) if split == "u1" else []}
+        if progress is not None:
+            progress(many)
+    return many
 
 
 def check_floors(

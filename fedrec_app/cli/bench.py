@@ -135,6 +135,7 @@ def _quality(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             timeout=args.timeout,
             run_config=overrides,
+            progress=lambda many: write_json_atomic(args.json, many),
         )
     if len(runs) == 1:  # one run: its table and JSON as before
         print(table(many["runs"][0]))
