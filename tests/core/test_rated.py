@@ -11,6 +11,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from fedrec_app.core import protocol
 from fedrec_app.core.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from fedrec_app.core.config import app_defaults, parse_run_config
 from fedrec_app.core.rated import (
     RATED_ITEMS,
     RATED_OFFSETS,
@@ -20,6 +21,7 @@ from fedrec_app.core.rated import (
     rated_problem,
 )
 from fedrec_app.data.catalogue import Catalogue
+from fedrec_app.server.keeper import resume_point
 from fedrec_app.server.strategy import aggregate, merge_users
 
 
@@ -147,3 +149,25 @@ def test_checkpoints_keep_rated_movies_and_refuse_broken_ones(tmp_path: Path) ->
     with pytest.raises(CheckpointError, match="rated movies incomplete"):
         without = {k: v for k, v in arrays.items() if k != RATED_OFFSETS}
         write_checkpoint(tmp_path / "bad", without, catalogue, {"run_id": "1", "round": 1})
+
+
+def test_a_run_resumed_from_a_checkpoint_keeps_its_rated_movies(tmp_path: Path) -> None:
+    catalogue = Catalogue(np.arange(1, 5), tuple(f"M{i}" for i in range(4)), (2000,) * 4, ((),) * 4)
+    folder = write_checkpoint(
+        tmp_path / "round-0001",
+        _checkpoint_arrays(catalogue),
+        catalogue,
+        {"run_id": "1", "round": 1, "state_key": "1"},
+    )
+    raw = app_defaults() | {
+        "embedding-dim": 3,
+        "rank-dim": 2,
+        "num-server-rounds": 3,
+        "resume-from": str(folder),
+    }
+    point = resume_point(parse_run_config(raw), catalogue)
+    assert point is not None and point.users is not None
+    assert [x.tolist() for x in rated_lists(point.users)] == [[1, 3], []]
+    merged = merge_users(point.users, [_users([11], 1.0, [[2]])])  # the next round's rows
+    assert merged is not None
+    assert [x.tolist() for x in rated_lists(merged)] == [[1, 3], [2]]
