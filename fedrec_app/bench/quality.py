@@ -222,7 +222,7 @@ def run_quality_many(
     runs: list[tuple[str, int]],
     seed: int,
     work_dir: Path,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[dict[str, Any]], object] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """``run_quality`` for each ``(scheme, K)`` of ``runs`` with one central run (the first's);
