@@ -85,6 +85,7 @@ class ModelStore:
         self.reloads = {"ok": 0, "refused": 0}
         self.last_refusal: str | None = None
         log.info("serving %s", describe(self.current))
+        warn_without_rated_movies(self.current)
 
     def reload(self, force: bool = False) -> bool:
         """Load the checkpoint ``source`` points at if it changed (or ``force``); True if swapped.
@@ -107,6 +108,7 @@ class ModelStore:
             self.current = new
             self.reloads["ok"] += 1
             log.info("reloaded: now serving %s", describe(new))
+            warn_without_rated_movies(new)
             return True
 
 
@@ -116,6 +118,17 @@ def describe(recommender: Recommender) -> str:
         f"run {manifest.get('run_id', '?')} round {manifest.get('round')} "
         f"({recommender.checkpoint.path})"
     )
+
+
+def warn_without_rated_movies(recommender: Recommender) -> None:
+    """A WARNING when a checkpoint has user factors but not the movies each user rated (one
+    written before nodes shared them): GET /recommend may then list movies a user rated."""
+    if recommender.has_user_factors and not recommender.has_rated_movies:
+        log.warning(
+            "%s holds user factors but not the movies each user rated (written by an older "
+            "fedrec): GET /recommend may list movies a user already rated",
+            recommender.checkpoint.path,
+        )
 
 
 async def watch(store: ModelStore, interval: float) -> None:

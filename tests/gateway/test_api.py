@@ -78,10 +78,12 @@ def test_a_checkpoint_without_rated_movies_still_serves(
     checkpoint_factory, gateway_factory, tmp_path
 ) -> None:
     folder = checkpoint_factory(tmp_path / "final", rated=False)
-    with gateway_factory(folder).client() as client:
+    gateway = gateway_factory(folder)
+    with gateway.client() as client:
         assert client.get("/readyz").json()["has_rated_movies"] is False
         recs = client.get("/recommend", params={"user_id": 4}).json()["recommendations"]
         assert len(recs) == 5
+    assert "not the movies each user rated" in gateway.log_text()
 
 
 def test_n_defaults_to_5_and_allows_20(client, ckpt) -> None:
