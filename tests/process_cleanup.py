@@ -65,7 +65,6 @@ class _Process:
     ppid: int
     started: int  # clock ticks after boot: with the pid, tells a reused pid apart
     owner: str | None
-    command: str
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -107,7 +106,7 @@ def _live_processes() -> list[_Process]:
         stat = _stat(pid)
         if stat is None or stat[0] in ("Z", "X"):  # a zombie is dead already
             continue
-        found.append(_Process(pid, stat[1], stat[2], _owner(pid), _command(pid)))
+        found.append(_Process(pid, stat[1], stat[2], _owner(pid)))
     return found
 
 
@@ -168,11 +167,12 @@ def _started_by(owner: str | None) -> str:
     return "an unmarked child"
 
 
-def end_processes(scope: str, since: int, what: str) -> list[_Process]:
+def end_processes(scope: str, since: int, what: str) -> None:
     """SIGTERM what ``scope`` left running, SIGKILL it after ``GRACE`` s; warn naming it."""
     left = _left_by(scope, since)
     if not left:
-        return []
+        return
+    commands = {p.pid: _command(p.pid) for p in left}
     _signal(left, signal.SIGTERM)
     deadline = time.monotonic() + GRACE
     while any(_alive(p) for p in left) and time.monotonic() < deadline:
@@ -181,14 +181,13 @@ def end_processes(scope: str, since: int, what: str) -> list[_Process]:
     _signal(stubborn, signal.SIGKILL)
     listed = "; ".join(
         f"pid {p.pid} from {_started_by(p.owner)}{' (SIGKILL)' if p in stubborn else ''}: "
-        f"{p.command}"
+        f"{commands[p.pid]}"
         for p in sorted(left, key=lambda p: p.pid)
     )
     warnings.warn(
         LeftoverProcessWarning(f"{what}: ended {len(left)} process(es) left running: {listed}"),
         stacklevel=1,
     )
-    return left
 
 
 @pytest.hookimpl(wrapper=True)

@@ -66,6 +66,8 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_a_hung_test_is_timed_out_and_leaves_no_process_behind(tmp_path: Path) -> None:
     (tmp_path / "test_hung.py").write_text(textwrap.dedent(HUNG_TESTS))
