@@ -1,7 +1,8 @@
 """End every process a test started, even when the test fails or times out (a pytest plugin).
 
 tests/conftest.py loads it for the suite; a pytest run elsewhere loads it with
-``-p process_cleanup`` (tests/ on ``PYTHONPATH``).
+``-p process_cleanup`` and ``-c`` this repo's pyproject.toml (its ``pythonpath`` holds tests/), as
+tests/test_process_cleanup.py does.
 
 **Marking.** ``FEDREC_TEST_OWNER`` in ``os.environ`` names who is starting processes now, so
 every process started inherits the mark, and keeps it after its parent dies and it is
@@ -12,8 +13,10 @@ under ``<token>``, whichever test first asks for it (``pytest_fixture_setup`` be
 
 **Ending.** A sweep sends SIGTERM to every live process marked with its scope or a scope inside
 it, and to every descendant of this pytest process started since the scope began (one started
-with an environment of its own carries no mark), then SIGKILL to what is still there after
-``GRACE`` seconds; this process and its ancestors are never touched. The sweeps run:
+with an environment of its own carries no mark: nginx's workers), then SIGKILL to what is still
+there after ``GRACE`` seconds; this process and its ancestors are never touched. Only a process
+that both drops the mark from its environment and leaves this process's tree escapes. The
+sweeps run:
 
 - after a test that **failed** (setup or call; a pytest-timeout timeout is a failure: with
   ``timeout_method = "signal"`` the test gets an exception, so its fixtures' finalizers run and
