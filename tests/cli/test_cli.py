@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 
 
 def fedrec(
-    *args: object, cwd: Path | None = None, timeout: float = 120
+    *args: object,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fedrec_app", *map(str, args)],
@@ -20,6 +24,7 @@ def fedrec(
         check=False,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -91,3 +96,53 @@ def test_train_central_checks_its_data_before_loading_tensorflow(
     assert "Traceback" not in result.stderr, result.stderr
     assert fragment.format(tmp=tmp_path) in result.stderr, result.stderr
     assert result.stdout.split("\n")[-2] == "exit 2 no tensorflow", result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--partitions", "foo"], "argument --partitions: invalid choice: 'foo'"),
+        (["--split", "u9"], "argument --split: invalid choice: 'u9'"),
+        (["--md5", "xyz"], "argument --md5: 'xyz' is not an md5"),
+        (["--nodes", "0"], "--nodes 0: need at least 1 SuperNode"),
+    ],
+)
+def test_up_refuses_bad_arguments_before_step_1(
+    tmp_path: Path, extra: list[str], fragment: str
+) -> None:
+    work, data = tmp_path / "work", tmp_path / "data"
+    result = fedrec("up", "--work", work, "--data", data, *extra, timeout=60)
+    assert_user_error(result, fragment)
+    assert "[1/" not in result.stdout  # no step started
+    assert not work.exists() and not data.exists()
+
+
+def test_download_md5_is_checked_before_fetching(tmp_path: Path) -> None:
+    result = fedrec("data", "download", "--data", tmp_path / "d", "--md5", "abc")
+    assert_user_error(result, "argument --md5: 'abc' is not an md5 (32 hex digits)")
+    assert not (tmp_path / "d").exists()
+
+
+def test_up_choices_are_what_partitioning_accepts() -> None:
+    from fedrec_app.cli.up import SCHEMES, SPLITS
+    from fedrec_app.data.movielens import HOLDOUT
+    from fedrec_app.data.movielens import SPLITS as MOVIELENS_SPLITS
+    from fedrec_app.data.partition import SCHEMES as PARTITION_SCHEMES
+
+    assert SCHEMES == PARTITION_SCHEMES
+    assert (*MOVIELENS_SPLITS, HOLDOUT) == SPLITS
+
+
+def test_up_offline_suggests_zip_and_leaves_no_data_folder(tmp_path: Path) -> None:
+    """Offline (every proxy variable points at a closed port, so GroupLens cannot be reached):
+    step 1 fails naming --zip, and the data folder it would have made is not left behind."""
+    offline = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        offline[name] = offline[name.lower()] = "http://127.0.0.1:1"
+    work, data = tmp_path / "work", tmp_path / "data"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = fedrec("up", "--work", work, "--data", data, "--port", port, timeout=120, env=offline)
+    assert_user_error(result, "download of https://", "--zip path/to/ml-100k.zip")
+    assert not data.exists()
