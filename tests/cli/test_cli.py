@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,13 +58,30 @@ def test_certs_and_keys_refuse_a_bad_out_folder(tmp_path: Path, command: list[st
     assert a_file.read_text() == "not a folder\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
-def test_certs_refuse_a_read_only_folder(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    result = fedrec("certs", "--out", locked / "certs")
-    assert_user_error(result, f"--out {locked / 'certs'}: cannot write certificates or keys")
-    assert list(locked.iterdir()) == []
+def test_certs_refuse_a_read_only_folder() -> None:
+    """As root (CI), the command runs as nobody: root writes into a read-only folder."""
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root writes into a read-only folder, and setpriv is missing")
+        as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    top = Path(tempfile.mkdtemp(prefix="fedrec-ro-"))
+    try:
+        top.chmod(0o755)
+        locked = top / "locked"
+        locked.mkdir(mode=0o555)
+        result = subprocess.run(
+            [*as_user, sys.executable, "-m", "fedrec_app", "certs", "--out", str(locked / "c")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert_user_error(result, f"--out {locked / 'c'}: cannot write certificates or keys")
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(top)
 
 
 _NO_TENSORFLOW = """
