@@ -293,7 +293,7 @@ def check_floors(
 def floors_text(rows: list[Mapping[str, Any]]) -> str:
     """The floors check as lines ``ok|FAIL  run  floor  value``, then a summary line."""
     lines = [
-        f"{'ok  ' if r['ok'] else 'FAIL'}  {r['run']:<14} {r['floor']:<28} {r['value']:+.4f}"
+        f"{'ok  ' if r['ok'] else 'FAIL'}  {r['run']:<14} {r['floor']:<28} {r['value']:.4f}"
         for r in rows
     ]
     held = sum(r["ok"] for r in rows)
