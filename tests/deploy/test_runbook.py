@@ -6,10 +6,12 @@ namespace of `deploy/netns.sh` (the runbook's own addresses, 10.77.0.x, on a pri
 namespace in which `/opt/fedrec` is that host's own folder, `/etc`, `/var`, `/root` and `/opt`
 are overlays whose changes stay in the host's folder (users, units, `/var/lib/fedrec-pull`),
 and `/srv`, `/media`, `/run` and `/tmp` are the host's own. So no host sees another's files,
-and nothing the runbook writes lands outside this test's temp folder. The admin and operator
-folders start as a copy of the git-tracked files (the runbook's checkouts). Files travel between
-hosts only as the runbook's `copy` blocks say (into the receiving host's `/media/usb`). Each
-host's blocks run in one root shell state (variables carry over, as in one terminal per host).
+and nothing the runbook writes lands outside this test's temp folder (overlays rather than
+copies of `/etc`: nothing to copy, and `/var` and `/root` get the same treatment). The admin
+and operator folders start as a copy of the git-tracked files (the runbook's checkouts). Files
+travel between hosts only as the runbook's `copy` blocks say (into the receiving host's
+`/media/usb`). Each host's blocks run in one root shell state (variables carry over, as in
+one terminal per host).
 
 `systemctl`, `journalctl`, `sudo` and `apt-get` are shims (tests/deploy/shims): systemd is not
 running here; the systemctl shim runs a unit's ExecStartPre/ExecStart as its User= and restarts
