@@ -33,7 +33,7 @@ from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv, write_catal
 from fedrec_app.data.partition import load_partition_set_member
 from fedrec_app.data.site import make_site_partition
 from fedrec_app.node.state import load_state
-from fedrec_app.server.strategy import FederationError
+from fedrec_app.server.replies import FederationError
 from fedrec_app.server_app import main, run
 
 pytestmark = pytest.mark.slow  # trains a Keras model (first TensorFlow import takes seconds)

@@ -22,7 +22,7 @@ from fedrec_app.core.rated import (
 )
 from fedrec_app.data.catalogue import Catalogue
 from fedrec_app.server.keeper import resume_point
-from fedrec_app.server.strategy import aggregate, merge_users
+from fedrec_app.server.replies import aggregate, merge_users
 
 
 def test_rated_arrays_group_sort_and_deduplicate_by_user() -> None:

@@ -14,23 +14,17 @@ from flwr.common.constant import ErrorCode
 from fedrec_app.core import protocol
 from fedrec_app.core.metrics import EvalSums
 from fedrec_app.server import strategy
-from fedrec_app.server.strategy import (
+from fedrec_app.server.replies import (
     AppRefusedError,
     FederationError,
-    FederationLoop,
-    _fmt,
     aggregate,
     check_refusals,
     evaluation,
-    exchange,
-    format_metric,
-    learn_names,
     merge_users,
     metrics_of,
-    round_line,
-    sample_nodes,
-    wait_for_nodes,
 )
+from fedrec_app.server.round_log import format_metric, format_metrics, learn_names, round_line
+from fedrec_app.server.strategy import FederationLoop, exchange, sample_nodes, wait_for_nodes
 
 N_ITEMS, K = 4, 2  # items, factors
 
@@ -227,9 +221,8 @@ def test_figures_are_printed_as_an_operator_reads_them() -> None:
     assert format_metric("val.hr@10", 1.0) == "1.000"
     assert format_metric("train.loss", 0.5) == "0.5000"
     assert format_metric("node.train-seconds", 12.345) == "12.3"
-    assert _fmt({"nodes": 3.0, "failures": 0.0, "seconds": 61.04, "test.ndcg@10": 0.4}) == (
-        "failures=0 nodes=3 seconds=61.0 test.ndcg@10=0.400"
-    )
+    figures = {"nodes": 3.0, "failures": 0.0, "seconds": 61.04, "test.ndcg@10": 0.4}
+    assert format_metrics(figures) == "failures=0 nodes=3 seconds=61.0 test.ndcg@10=0.400"
 
 
 def test_a_round_names_each_figure_split_dot_metric() -> None:
