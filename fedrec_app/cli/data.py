@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _download(args: argparse.Namespace) -> int:
     from fedrec_app.core.errors import FedrecError
-    from fedrec_app.data.movielens import download
+    from fedrec_app.data.download import download
 
     data = args.data
     if args.dest is not None:

@@ -184,7 +184,7 @@ class UpSession:
 
     def _data_and_partitions(self) -> Path:
         """Steps data and partitions; the partition set's folder."""
-        from fedrec_app.data.movielens import download
+        from fedrec_app.data.download import download
         from fedrec_app.data.partition import make_partitions
 
         opt = self.options

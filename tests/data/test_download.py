@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fedrec_app.core.errors import FedrecError
-from fedrec_app.data.movielens import MARKER, OFFICIAL_MD5, download, verify_movielens_folder
+from fedrec_app.data.download import OFFICIAL_MD5, download
+from fedrec_app.data.movielens import MARKER, verify_movielens_folder
 
 SHARED_ZIP_MD5 = "035322ae665f3e4c6af0fa0c00bc3600"  # ../shared/data/README.md
 
