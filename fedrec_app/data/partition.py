@@ -37,7 +37,8 @@ import yaml
 
 from fedrec_app.core.errors import FedrecError
 from fedrec_app.core.files import sha256_bytes, sha256_file
-from fedrec_app.data.catalogue import GENRES, Catalogue, read_catalogue_csv
+from fedrec_app.data import schemes
+from fedrec_app.data.catalogue import Catalogue, read_catalogue_csv
 from fedrec_app.data.layout import (
     ITEMS,
     PART_FILES,
@@ -177,13 +178,13 @@ def make_partitions(
     assign_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     has_test = np.isin(users, test_users)
     if scheme == "random":
-        part = _assign_random(has_test, num_partitions, assign_rng)
+        part = schemes.assign_random(has_test, num_partitions, assign_rng)
     elif scheme == "activity":
-        part = _assign_activity(users, train, num_partitions, assign_rng)
+        part = schemes.assign_activity(users, train, num_partitions, assign_rng)
     else:
         assert alpha is not None  # set for the genre scheme above
-        part = _assign_genre(users, train, catalogue, num_partitions, alpha, assign_rng)
-    part = _ensure_test_users(part, has_test, num_partitions)
+        part = schemes.assign_genre(users, train, catalogue, num_partitions, alpha, assign_rng)
+    part = schemes.ensure_test_users(part, has_test, num_partitions)
 
     in_val = per_user_sample(train["user_id"].to_numpy(), val_fraction, val_rng)
     frames = {"train.csv": train[~in_val], "val.csv": train[in_val], "test.csv": test}
@@ -198,71 +199,6 @@ def _check_known_movies(frame: pd.DataFrame, catalogue: Catalogue, path: Path) -
     unknown = np.setdiff1d(movie_ids, catalogue.movie_ids)
     if len(unknown):
         raise FedrecError(f"{path}: movie_id {unknown[0]} is not in u.item")
-
-
-def _assign_random(has_test: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Deal shuffled users round-robin, users with test ratings first."""
-    order = np.concatenate(
-        [rng.permutation(np.flatnonzero(has_test)), rng.permutation(np.flatnonzero(~has_test))]
-    )
-    part = np.empty(len(has_test), dtype=np.int64)
-    part[order] = np.arange(len(order)) % k
-    return part
-
-
-def _assign_activity(
-    users: np.ndarray, train: pd.DataFrame, k: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Cut users ranked by training-rating count (random tie-break) into k equal bands."""
-    counts = train["user_id"].value_counts().reindex(users, fill_value=0).to_numpy()
-    order = np.lexsort((rng.random(len(users)), counts))
-    part = np.empty(len(users), dtype=np.int64)
-    for band, members in enumerate(np.array_split(order, k)):
-        part[members] = band
-    return part
-
-
-def _assign_genre(
-    users: np.ndarray,
-    train: pd.DataFrame,
-    catalogue: Catalogue,
-    k: int,
-    alpha: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Spread the users of each dominant genre over partitions in Dirichlet(alpha) proportions."""
-    flags = np.array(
-        [[g in movie_genres for g in GENRES] for movie_genres in catalogue.genres], dtype=float
-    )
-    weights = flags / np.maximum(flags.sum(axis=1, keepdims=True), 1.0)
-    rows = np.searchsorted(catalogue.movie_ids, train["movie_id"].to_numpy())
-    user_rows = np.searchsorted(users, train["user_id"].to_numpy())
-    taste = np.zeros((len(users), len(GENRES)))
-    np.add.at(taste, user_rows, weights[rows])
-    dominant = taste.argmax(axis=1)  # ties (and users without training ratings): first genre
-    part = np.empty(len(users), dtype=np.int64)
-    for genre in range(len(GENRES)):
-        members = rng.permutation(np.flatnonzero(dominant == genre))
-        shares = rng.dirichlet(np.full(k, alpha))
-        if len(members) == 0:
-            continue
-        cuts = np.rint(np.cumsum(shares)[:-1] * len(members)).astype(int)
-        for index, chunk in enumerate(np.split(members, cuts)):
-            part[chunk] = index
-    return part
-
-
-def _ensure_test_users(part: np.ndarray, has_test: np.ndarray, k: int) -> np.ndarray:
-    """Move test users (highest id first) from the richest partitions to any that has none."""
-    part = part.copy()
-    while True:
-        per_part = np.bincount(part[has_test], minlength=k)
-        empty = np.flatnonzero(per_part == 0)
-        if len(empty) == 0:
-            return part
-        donor = int(np.argmax(per_part))
-        moved = np.flatnonzero(has_test & (part == donor))[-1]
-        part[moved] = empty[0]
 
 
 def _write_set(
