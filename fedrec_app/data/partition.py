@@ -11,15 +11,7 @@ Each ``partition-<k>`` is self-contained (``fedrec_app.data.layout``): it also h
 site gets only its own folder and a node verifies it alone. A site with its own ratings makes
 such a folder with ``fedrec_app.data.site``.
 
-Schemes (how users are assigned; every scheme then makes sure each partition has test users):
-
-- ``random``: users shuffled with the seed and dealt round-robin (users with test ratings first),
-  so partitions are near-equal and every one gets test users;
-- ``activity``: users ranked by their number of training ratings and cut into K equal-sized bands,
-  so partition k holds the k-th lightest band and rating counts differ strongly between partitions;
-- ``genre``: each user's dominant genre (most-rated, weighted by 1/number of the movie's genres);
-  the users of each genre are spread over the partitions with Dirichlet(``alpha``) proportions
-  (small alpha: each partition is dominated by a few genres).
+Schemes: ``fedrec_app.data.schemes``.
 """
 
 from __future__ import annotations

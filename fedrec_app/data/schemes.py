@@ -1,6 +1,15 @@
-"""How `fedrec partition` deals users to partitions: ``random`` (round-robin over shuffled users),
-``activity`` (bands of users by rating count) and ``genre`` (Dirichlet(alpha) shares of each
-dominant genre's users), and a fix-up so that every partition has users with test ratings."""
+"""How `fedrec partition` deals users to partitions.
+
+Schemes (how users are assigned; every scheme then makes sure each partition has test users):
+
+- ``random``: users shuffled with the seed and dealt round-robin (users with test ratings first),
+  so partitions are near-equal and every one gets test users;
+- ``activity``: users ranked by their number of training ratings and cut into K equal-sized bands,
+  so partition k holds the k-th lightest band and rating counts differ strongly between partitions;
+- ``genre``: each user's dominant genre (most-rated, weighted by 1/number of the movie's genres);
+  the users of each genre are spread over the partitions with Dirichlet(``alpha``) proportions
+  (small alpha: each partition is dominated by a few genres).
+"""
 
 from __future__ import annotations
 
