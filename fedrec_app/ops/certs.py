@@ -3,6 +3,9 @@
 
 Everything is made with the `cryptography` package (no openssl/ssh-keygen); private keys are
 written 0600, atomically, and nothing existing is overwritten unless asked.
+
+Over 400 lines for one reason: it is the federation's one credentials module (`fedrec certs`,
+`fedrec keys`), whose parts share the folder layout, the SAN rules and the refusal to overwrite.
 """
 
 from __future__ import annotations
