@@ -78,7 +78,7 @@ SUBSTITUTIONS = {
     "pip wheel --no-deps -w dist .        # dist/fedrec-0.1.0-py3-none-any.whl":
         "mkdir -p dist && echo 'not built: the hosts use the test venv' "
         "> dist/fedrec-0.1.0-py3-none-any.whl",
-    "fedrec data download --dest data     # MovieLens 100k, whose u.item is the catalogue's source":
+    "fedrec data download --data data     # MovieLens 100k, whose u.item is the catalogue's source":
         "test -f data/ml-100k/u.item",
 }  # fmt: skip
 # The operator's terminal (section 5: ROUNDS, MORE_CONFIG): short runs. node-wait-timeout: a
