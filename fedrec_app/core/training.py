@@ -1,5 +1,8 @@
 """Local training and evaluation, shared by the Flower ClientApp and the central trainer.
 
+Over 400 lines for one reason: one training step from arrays to arrays (config, initial rows,
+row mapping, negatives, the loop, evaluation), whose parts share `TrainConfig` and the row maps.
+
 Arrays travel as dicts of numpy arrays named as in `fedrec_app.core.scoring`:
 
 - *shared arrays* (sent to the server, averaged per row): the item arrays plus `global_bias`, and

@@ -188,12 +188,6 @@ def test_rated_stars_turn_gold_in_the_search_list(app_gateway, browser) -> None:
         assert page.locator("#search-results .search-row").first.locator(".on").count() == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 2 (ratings count, the model engineer's change): with the app's "
-    "default hyperparameters (low-rating = 0) fold-in's ranking ignores rating values; strict: "
-    "remove this mark once it passes",
-)
 def test_one_star_and_five_stars_give_different_lists(
     app_checkpoint, browser, gateway_factory: Callable[..., Gateway]
 ) -> None:
