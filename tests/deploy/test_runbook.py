@@ -95,6 +95,16 @@ OPERATOR_ENV = {
 ROUND_LINE = re.compile(r"round (\d+)/\d+: .*\| (\d)/(\d) nodes replied")
 
 
+def _under_tmp(*paths: Path) -> list[Path]:
+    """The paths among ``paths`` that lie under /tmp (a CI checkout and its venv may), which a
+    host's own /tmp would hide: they are bound back in."""
+    found = []
+    for path in paths:
+        if path.is_relative_to("/tmp") and path != Path("/tmp") and path not in found:
+            found.append(path)
+    return found
+
+
 @dataclass
 class Host:
     """One lab host: a network namespace plus a mount namespace held by an anchor process."""
@@ -129,7 +139,11 @@ class Host:
             "chmod 0711 /root",
         ]  # the test's Python lives under /root/.pyenv
         mounts += [f"mount --bind {self.root / t.lstrip('/')} {t}" for t in BINDS]
-        mounts += [f"mount --bind {self.root / 'tmp'} /tmp", "echo ready", "exec sleep infinity"]
+        for outside in _under_tmp(REPO, Path(sys.prefix), Path(sys.prefix).resolve()):
+            inside = self.root / "tmp" / outside.relative_to("/tmp")
+            inside.mkdir(parents=True, exist_ok=True)
+            mounts.append(f"mount --bind {outside} {inside}")  # the checkout and venv stay seen
+        mounts += [f"mount --rbind {self.root / 'tmp'} /tmp", "echo ready", "exec sleep infinity"]
         self.anchor = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation",
              "private", "bash", "-euc", "\n".join(mounts)],
