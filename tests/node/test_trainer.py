@@ -120,7 +120,9 @@ def test_warm_trainer_gives_the_same_model_as_in_process_training(
     assert all("serving run 7" in proc.log() for proc in trainers)
     assert sorted(warm) == sorted(cold)
     for name in cold:
-        np.testing.assert_array_equal(warm[name], cold[name], err_msg=name)
+        # float32 sums may be ordered differently by TensorFlow's threads in another process:
+        # equal to float32 rounding (differences of ~1e-8 seen), far below any training step
+        np.testing.assert_allclose(warm[name], cold[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_a_trainer_crash_fails_that_round_only(
