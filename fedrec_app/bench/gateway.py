@@ -110,6 +110,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def gateway_command(checkpoint: Path, port: int, *flags: str) -> list[str]:
+    """`fedrec gateway` on a loopback port for a bench. Signatures are checked once at start,
+    never per request: a bench serves its own (synthetic or given) checkpoint without one."""
+    return [
+        sys.executable, "-m", "fedrec_app", "gateway", "--checkpoint", str(checkpoint),
+        "--port", str(port), "--allow-unsigned", *flags,
+    ]  # fmt: skip
+
+
 @contextmanager
 def gateway_server(
     command: Sequence[str], port: int, log_path: Path, timeout: float
@@ -227,19 +236,7 @@ def run_gateway_bench(cfg: GatewayBenchConfig, work: Path) -> dict[str, Any]:
     )
     python = sys.executable
     port = free_port()
-    # Signatures are checked once at start, never per request: the loopback bench serves its
-    # own (synthetic or given) checkpoint without one.
-    gateway_cmd = [
-        python,
-        "-m",
-        "fedrec_app",
-        "gateway",
-        "--checkpoint",
-        str(ckpt.path),
-        "--port",
-        str(port),
-        "--allow-unsigned",
-    ]
+    gateway_cmd = gateway_command(ckpt.path, port)
     with gateway_server(gateway_cmd, port, work / "gateway.log", timeout=60) as pid:
         gateway = _measure(pid, port, paths, cfg.concurrency, cfg.requests, cfg.duration)
     port = free_port()

@@ -23,6 +23,7 @@ import httpx
 
 from fedrec_app.bench.gateway import (
     free_port,
+    gateway_command,
     gateway_server,
     log,
     machine_facts,
@@ -169,19 +170,7 @@ def run_flood_bench(cfg: FloodBenchConfig, work: Path) -> dict[str, Any]:
     rows = []
     for label, limits in settings:
         port = free_port()
-        # A bench checkpoint (synthetic, or the caller's) is served without a signature check.
-        command = [
-            sys.executable,
-            "-m",
-            "fedrec_app",
-            "gateway",
-            "--checkpoint",
-            str(ckpt.path),
-            "--port",
-            str(port),
-            "--allow-unsigned",
-            *limits,
-        ]
+        command = gateway_command(ckpt.path, port, *limits)
         with gateway_server(command, port, work / f"gateway-{port}.log", timeout=60) as pid:
             run_load(port, paths, 4, 200, 2.0, source=CLIENTS)  # warm-up
             baseline = _phase(pid, port, paths, cfg)
