@@ -142,8 +142,9 @@ def planted(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iter
     before the node first ran: a listening fake trainer, a key the attacker knows."""
     if request.param == "owned-by-another-user" and not AS_ROOT:
         pytest.skip("needs root to give the planted folder to another user")
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # The system temp dir, not tmp_path: under pytest-xdist tmp_path is long enough to push the
+    # planted socket's path past AF_UNIX's 107 bytes.
+    temp = Path(tempfile.mkdtemp(prefix="planted-"))
     temp.chmod(0o1777)  # like /tmp: everybody may create folders in it
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the old code looked
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "home-state"))
@@ -157,8 +158,11 @@ def planted(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iter
             path.chmod(0o755 if path.is_dir() else 0o644)
         else:
             path.chmod(0o777)
-    yield folder
-    fake.stop()
+    try:
+        yield folder
+    finally:
+        fake.stop()
+        shutil.rmtree(temp, ignore_errors=True)
     assert fake.connections == 0, "a fedrec process connected to the planted socket"
 
 
